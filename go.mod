@@ -1,0 +1,3 @@
+module github.com/pophook/pophook
+
+go 1.26

@@ -1,0 +1,172 @@
+package pop3
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// Mechanism names a way to log in.
+type Mechanism string
+
+const (
+	MechAuto    Mechanism = "auto"    // PLAIN if offered, else USER/PASS, else LOGIN
+	MechUser    Mechanism = "user"    // USER and PASS (RFC 1939)
+	MechPlain   Mechanism = "plain"   // SASL PLAIN (RFC 4616)
+	MechLogin   Mechanism = "login"   // SASL LOGIN (draft-murchison-sasl-login)
+	MechXOAUTH2 Mechanism = "xoauth2" // SASL XOAUTH2 with a bearer token
+)
+
+// maxCommandLength is the RFC 5034 limit for an AUTH command with an
+// initial response, CRLF included; longer ones use the two-step form.
+const maxCommandLength = 255
+
+// Authenticate logs in with mechanism; secret is the password, or the
+// OAuth2 access token for MechXOAUTH2. After success the capabilities are
+// asked for again, since servers may offer more once logged in.
+func (c *Client) Authenticate(ctx context.Context, mech Mechanism, user, secret string) error {
+	if mech == MechAuto {
+		mech = c.autoMechanism()
+	}
+	var err error
+	switch mech {
+	case MechUser:
+		err = c.userPass(ctx, user, secret)
+	case MechPlain:
+		err = c.authPlain(ctx, user, secret)
+	case MechLogin:
+		err = c.authLogin(ctx, user, secret)
+	case MechXOAUTH2:
+		err = c.authXOAUTH2(ctx, user, secret)
+	default:
+		return fmt.Errorf("pop3: unknown authentication mechanism %q", mech)
+	}
+	if err != nil {
+		return err
+	}
+	c.authed = true
+	if c.capaOK {
+		return c.capa(ctx)
+	}
+	return nil
+}
+
+func (c *Client) autoMechanism() Mechanism {
+	switch {
+	case c.caps.HasSASL("PLAIN"):
+		return MechPlain
+	case c.caps.Has("USER") || !c.capaOK:
+		return MechUser
+	case c.caps.HasSASL("LOGIN"):
+		return MechLogin
+	}
+	return MechUser
+}
+
+// mayAuthenticate refuses, before a byte is sent, to put a credential on a
+// connection without TLS unless the caller allowed it.
+func (c *Client) mayAuthenticate() error {
+	if _, ok := c.TLSConnectionState(); ok || c.opts.AllowInsecureAuth {
+		return nil
+	}
+	return ErrInsecureAuth
+}
+
+func (c *Client) userPass(ctx context.Context, user, pass string) error {
+	if err := c.mayAuthenticate(); err != nil {
+		return err
+	}
+	return c.exchange(ctx, func() error {
+		c.send("USER "+user, "")
+		if err := c.flush(); err != nil {
+			return err
+		}
+		if _, err := c.readReply("USER"); err != nil {
+			return err
+		}
+		c.send("PASS "+pass, "PASS <redacted>")
+		if err := c.flush(); err != nil {
+			return err
+		}
+		_, err := c.readReply("PASS")
+		return err
+	})
+}
+
+func (c *Client) authPlain(ctx context.Context, user, pass string) error {
+	return c.sasl(ctx, "PLAIN", []string{"\x00" + user + "\x00" + pass})
+}
+
+func (c *Client) authLogin(ctx context.Context, user, pass string) error {
+	return c.sasl(ctx, "LOGIN", []string{user, pass})
+}
+
+func (c *Client) authXOAUTH2(ctx context.Context, user, token string) error {
+	// Exchange Online rejects the initial-response form, so the token
+	// always goes in the second step.
+	return c.sasl(ctx, "XOAUTH2", []string{"", "user=" + user + "\x01auth=Bearer " + token + "\x01\x01"})
+}
+
+// sasl runs an AUTH exchange (RFC 5034). responses[0] is the initial
+// response; it is sent on the AUTH line when that fits in 255 octets and
+// otherwise after the first "+" challenge. An empty responses[0] means
+// the mechanism has none. Every client line is redacted in the trace. A
+// challenge beyond the prepared responses is answered with an empty line,
+// as XOAUTH2 requires after its JSON error, and the final -ERR returned.
+func (c *Client) sasl(ctx context.Context, mech string, responses []string) error {
+	if err := c.mayAuthenticate(); err != nil {
+		return err
+	}
+	command := "AUTH " + mech
+	return c.exchange(ctx, func() error {
+		pending := responses
+		if ir := base64.StdEncoding.EncodeToString([]byte(pending[0])); pending[0] != "" && len(command)+1+len(ir)+2 <= maxCommandLength {
+			c.send(command+" "+ir, command+" <redacted>")
+			pending = pending[1:]
+		} else {
+			c.send(command, "")
+			if pending[0] == "" {
+				pending = pending[1:]
+			}
+		}
+		if err := c.flush(); err != nil {
+			return err
+		}
+		extra := 0
+		for {
+			line, err := c.readLine()
+			if err != nil {
+				return fmt.Errorf("pop3: %s: %w", command, err)
+			}
+			if line != "+" && !strings.HasPrefix(line, "+ ") {
+				r, err := parseStatus([]byte(line))
+				if err != nil {
+					return c.fail(fmt.Errorf("pop3: %s: %w", command, err))
+				}
+				if !r.ok {
+					return &Error{Command: command, Code: r.code, Text: r.text}
+				}
+				return nil
+			}
+			answer := ""
+			switch {
+			case len(pending) > 0:
+				answer = base64.StdEncoding.EncodeToString([]byte(pending[0]))
+				pending = pending[1:]
+			case extra > 0:
+				// A server that keeps challenging would keep us here
+				// for ever: cancel the exchange.
+				c.send("*", "")
+				c.flush()
+				return c.fail(fmt.Errorf("pop3: %s: %w: unexpected challenge %q", command, ErrProtocol, truncate([]byte(line))))
+			default:
+				extra++
+			}
+			c.send(answer, "<redacted>")
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+	})
+}
