@@ -2,8 +2,8 @@ package pop3
 
 import (
 	"bufio"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
