@@ -107,7 +107,6 @@ func (c *session) readLine() (string, error) {
 	for {
 		frag, err := c.r.ReadSlice('\n')
 		if len(line)+len(frag) > maxLine {
-			line = line[:0]
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = c.r.ReadSlice('\n')
 			}

@@ -1,0 +1,105 @@
+// Package testcorpus finds the shared corpus of real-world mail
+// (../shared/corpus beside the repository) for tests. Every file in it must
+// pass through pophook without loss.
+package testcorpus
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// File is one corpus message.
+type File struct {
+	Name string // path relative to the corpus root
+	Data []byte
+}
+
+// Dir returns the corpus directory. When it is missing the test is skipped,
+// except under CI=true, where that is a failure.
+func Dir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("POPHOOK_TEST_CORPUS"); d != "" {
+		return d
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			corpus := filepath.Join(filepath.Dir(d), "shared", "corpus")
+			if _, err := os.Stat(corpus); err == nil {
+				return corpus
+			}
+			break
+		}
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	msg := "mail corpus not found at ../shared/corpus beside the repository (set POPHOOK_TEST_CORPUS)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// Files returns every regular file of the corpus except dotfiles, sorted
+// by name.
+func Files(t testing.TB) []File {
+	t.Helper()
+	root := Dir(t)
+	var out []File
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() && path != root {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		out = append(out, File{Name: rel, Data: data})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no files in %s", root)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// CRLF returns data with every bare LF turned into CRLF, the form POP3
+// servers serve; a final line without a line ending gets CRLF added.
+func CRLF(data []byte) []byte {
+	var b bytes.Buffer
+	b.Grow(len(data) + len(data)/20 + 2)
+	for i, c := range data {
+		if c == '\n' && (i == 0 || data[i-1] != '\r') {
+			b.WriteByte('\r')
+		}
+		b.WriteByte(c)
+	}
+	if n := b.Len(); n > 0 && b.Bytes()[n-1] != '\n' {
+		b.WriteString("\r\n")
+	}
+	return b.Bytes()
+}
