@@ -1,0 +1,406 @@
+// Package state is pophook's ledger: for every account, what each message
+// on the server has been through (fetched, delivered to which sink,
+// rejected, deleted). It lives in one bbolt file, ledger.db, under the data
+// directory; every commit is fsynced before it returns, which is what lets
+// the worker send DELE only for messages the ledger has durably recorded.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout this code writes. Older files are migrated
+// on open; newer ones are refused rather than misread.
+const SchemaVersion = 1
+
+// migrations[v] upgrades a file from schema v to v+1.
+var migrations = map[int]func(tx *bolt.Tx) error{}
+
+var (
+	// ErrInUse means another process holds the ledger open.
+	ErrInUse = errors.New("ledger is in use by another pophook")
+	// ErrCorrupt means the file cannot be read as a ledger. It is never
+	// replaced by an empty one: that would re-send every message kept on
+	// the servers.
+	ErrCorrupt = errors.New("ledger is corrupt or unreadable")
+)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketAccounts = []byte("accounts")
+	keySchema      = []byte("schema")
+	keyAccountMeta = []byte("meta")
+	bucketMessages = []byte("messages")
+)
+
+// Ledger is an open ledger file.
+type Ledger struct {
+	db   *bolt.DB
+	path string
+}
+
+// FileName is the ledger's name inside the data directory.
+const FileName = "ledger.db"
+
+// Open opens (or creates) the ledger in dataDir. A second process gets
+// ErrInUse after timeout instead of waiting for ever.
+func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ledger: data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrInUse, timeout)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w: %w", path, ErrCorrupt, err)
+	}
+	l := &Ledger{db: db, path: path}
+	if err := l.update(l.migrate); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Path is the ledger file's path.
+func (l *Ledger) Path() string { return l.path }
+
+// Close closes the file.
+func (l *Ledger) Close() error { return l.db.Close() }
+
+func (l *Ledger) migrate(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketAccounts); err != nil {
+		return err
+	}
+	v := 0
+	if raw := meta.Get(keySchema); raw != nil {
+		if v, err = strconv.Atoi(string(raw)); err != nil {
+			return fmt.Errorf("%w: schema version %q", ErrCorrupt, raw)
+		}
+	} else if tx.Bucket(bucketAccounts).Stats().KeyN == 0 {
+		v = SchemaVersion // a new file
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("ledger %s has schema %d, this pophook understands up to %d: upgrade pophook", l.path, v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		m, ok := migrations[v]
+		if !ok {
+			return fmt.Errorf("%w: no migration from schema %d", ErrCorrupt, v)
+		}
+		if err := m(tx); err != nil {
+			return fmt.Errorf("ledger migration from schema %d: %w", v, err)
+		}
+	}
+	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+}
+
+// update and view run fn in a transaction. bbolt panics on some kinds of
+// page corruption; that becomes ErrCorrupt here instead of a crash.
+func (l *Ledger) update(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(&err)
+	return l.db.Update(fn)
+}
+
+func (l *Ledger) view(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(&err)
+	return l.db.View(fn)
+}
+
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+	}
+}
+
+// AccountID names an account in the ledger by what identifies its mailbox,
+// the server and the user, not by its name in the configuration, so that
+// renaming an account does not send its mailbox again. The port is left
+// out: moving from 110 to 995 is the same mailbox.
+func AccountID(host, user string) string {
+	return strings.ToLower(strings.TrimSuffix(host, ".")) + "\x00" + user
+}
+
+// AccountMeta is what the ledger knows about an account as a whole.
+type AccountMeta struct {
+	// Initialized is set after the first complete scan of the mailbox;
+	// SKIP_EXISTING acts only before it.
+	Initialized time.Time `json:"initialized,omitzero"`
+}
+
+// Entry is the ledger's record of one message.
+type Entry struct {
+	// UIDL is the server's unique id; Occurrence counts earlier messages
+	// with the same UIDL in the same listing (servers that derive UIDLs
+	// from content list identical messages under one id).
+	UIDL       string `json:"uidl"`
+	Occurrence int    `json:"occurrence,omitempty"`
+	// Generation counts how often this UIDL has been delivered and deleted
+	// before and then shown up again: a new message under an old id.
+	Generation int `json:"generation,omitempty"`
+
+	FirstSeen    time.Time `json:"first_seen"`
+	MissingSince time.Time `json:"missing_since,omitzero"` // not listed by the server since then
+	Size         int64     `json:"size"`                   // from LIST until fetched, then as fetched
+	SHA256       string    `json:"sha256,omitempty"`
+	Key          string    `json:"key,omitempty"` // idempotency key, set once fetched
+
+	Sinks map[string]*SinkState `json:"sinks,omitempty"`
+
+	Skipped   bool      `json:"skipped,omitempty"`   // recorded by SKIP_EXISTING: never sent, never deleted
+	TooLarge  bool      `json:"too_large,omitempty"` // over MAX_MESSAGE_SIZE: left on the server
+	DeletedAt time.Time `json:"deleted_at,omitzero"` // DELE confirmed by a successful QUIT
+}
+
+// SinkState is one sink's record for one message.
+type SinkState struct {
+	DeliveredAt time.Time `json:"delivered_at,omitzero"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	Permanent   bool      `json:"permanent,omitempty"` // the last failure was a permanent rejection
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// Delivered reports whether every named sink has the message.
+func (e *Entry) Delivered(sinks []string) bool {
+	for _, s := range sinks {
+		if st := e.Sinks[s]; st == nil || st.DeliveredAt.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// Sink returns the state for sink, creating it.
+func (e *Entry) Sink(name string) *SinkState {
+	if e.Sinks == nil {
+		e.Sinks = map[string]*SinkState{}
+	}
+	st := e.Sinks[name]
+	if st == nil {
+		st = &SinkState{}
+		e.Sinks[name] = st
+	}
+	return st
+}
+
+// ID is the entry's key in the ledger: the UIDL, and the occurrence when
+// the server lists the same UIDL more than once.
+func (e *Entry) ID() string { return EntryID(e.UIDL, e.Occurrence) }
+
+// EntryID builds the key for the occurrence-th message listed under uidl.
+func EntryID(uidl string, occurrence int) string {
+	if occurrence == 0 {
+		return uidl
+	}
+	// A space cannot occur in a UIDL (RFC 1939: 0x21 to 0x7E).
+	return uidl + " " + strconv.Itoa(occurrence)
+}
+
+// Account is a view of one account's records.
+type Account struct {
+	l  *Ledger
+	id []byte
+}
+
+// Account returns the view for the account id (see AccountID).
+func (l *Ledger) Account(id string) *Account { return &Account{l: l, id: []byte(id)} }
+
+func (a *Account) bucket(tx *bolt.Tx, create bool) (*bolt.Bucket, error) {
+	accounts := tx.Bucket(bucketAccounts)
+	if accounts == nil {
+		return nil, fmt.Errorf("%w: no accounts bucket", ErrCorrupt)
+	}
+	if !create {
+		return accounts.Bucket(a.id), nil
+	}
+	b, err := accounts.CreateBucketIfNotExists(a.id)
+	if err != nil {
+		return nil, err
+	}
+	_, err = b.CreateBucketIfNotExists(bucketMessages)
+	return b, err
+}
+
+// Meta returns the account's metadata (zero for an account never seen).
+func (a *Account) Meta() (AccountMeta, error) {
+	var m AccountMeta
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		return decode(b.Get(keyAccountMeta), &m)
+	})
+	return m, err
+}
+
+// SetMeta stores the account's metadata.
+func (a *Account) SetMeta(m AccountMeta) error {
+	return a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, true)
+		if err != nil {
+			return err
+		}
+		return put(b, keyAccountMeta, m)
+	})
+}
+
+// Get returns the entries for the given ids; ids without a record are
+// absent from the map.
+func (a *Account) Get(ids []string) (map[string]*Entry, error) {
+	out := map[string]*Entry{}
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		msgs := b.Bucket(bucketMessages)
+		for _, id := range ids {
+			raw := msgs.Get([]byte(id))
+			if raw == nil {
+				continue
+			}
+			e := &Entry{}
+			if err := decode(raw, e); err != nil {
+				return fmt.Errorf("entry %q: %w", id, err)
+			}
+			out[id] = e
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Put commits entries durably: when Put returns nil they survive a crash.
+func (a *Account) Put(entries ...*Entry) error {
+	return a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, true)
+		if err != nil {
+			return err
+		}
+		msgs := b.Bucket(bucketMessages)
+		for _, e := range entries {
+			if err := put(msgs, []byte(e.ID()), e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Each calls fn for every entry of the account in key order.
+func (a *Account) Each(fn func(*Entry) error) error {
+	return a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			e := &Entry{}
+			if err := decode(v, e); err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			return fn(e)
+		})
+	})
+}
+
+// Prune ages the entries whose message has left the server: those not in
+// listed are marked missing, and removed once missing for longer than
+// grace; entries listed again lose the mark. It returns how many were
+// removed. The grace period keeps a record through a server's bad day (an
+// empty or partial listing) so that nothing is sent twice.
+func (a *Account) Prune(listed map[string]bool, now time.Time, grace time.Duration) (int, error) {
+	removed := 0
+	err := a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, true)
+		if err != nil {
+			return err
+		}
+		msgs := b.Bucket(bucketMessages)
+		var drop [][]byte
+		changed := map[string]*Entry{}
+		err = msgs.ForEach(func(k, v []byte) error {
+			e := &Entry{}
+			if err := decode(v, e); err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			switch {
+			case listed[string(k)]:
+				if !e.MissingSince.IsZero() {
+					e.MissingSince = time.Time{}
+					changed[string(k)] = e
+				}
+			case e.MissingSince.IsZero():
+				e.MissingSince = now
+				changed[string(k)] = e
+			case now.Sub(e.MissingSince) > grace:
+				drop = append(drop, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for k, e := range changed {
+			if err := put(msgs, []byte(k), e); err != nil {
+				return err
+			}
+		}
+		for _, k := range drop {
+			if err := msgs.Delete(k); err != nil {
+				return err
+			}
+		}
+		removed = len(drop)
+		return nil
+	})
+	return removed, err
+}
+
+// Accounts lists the ids of every account in the ledger.
+func (l *Ledger) Accounts() ([]string, error) {
+	var ids []string
+	err := l.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).ForEachBucket(func(k []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	return ids, err
+}
+
+func put(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+func decode(raw []byte, v any) error {
+	if raw == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package state
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func open(t *testing.T, dir string) *Ledger {
+	t.Helper()
+	l, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func TestOpenCreatesPrivateFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	open(t, dir)
+	fi, err := os.Stat(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir)
+	start := time.Now()
+	_, err := Open(dir, 200*time.Millisecond)
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("err = %v, want ErrInUse", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("second open hung")
+	}
+}
+
+func TestCorruptFileIsNotReplaced(t *testing.T) {
+	dir := t.TempDir()
+	garbage := bytes.Repeat([]byte("not a bolt file "), 1000)
+	path := filepath.Join(dir, FileName)
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, time.Second)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, garbage) {
+		t.Error("corrupt ledger was modified")
+	}
+}
+
+func TestCorruptEntryIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir)
+	a := l.Account(AccountID("pop.example.com", "bob"))
+	if err := a.Put(&Entry{UIDL: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	l.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).Bucket(a.id).Bucket(bucketMessages).Put([]byte("u1"), []byte("{broken"))
+	})
+	if _, err := a.Get([]string{"u1"}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir)
+	l.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) })
+	l.Close()
+	if _, err := Open(dir, time.Second); err == nil {
+		t.Fatal("a ledger from a newer pophook was opened")
+	}
+}
+
+func TestEntriesRoundTripAndSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir)
+	now := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	a := l.Account(AccountID("POP.Example.com.", "bob"))
+	e := &Entry{UIDL: "u1", FirstSeen: now, Size: 10, SHA256: "ab", Key: "k"}
+	e.Sink("archive").DeliveredAt = now
+	dup := &Entry{UIDL: "u1", Occurrence: 1, FirstSeen: now}
+	if err := a.Put(e, dup); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetMeta(AccountMeta{Initialized: now}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+
+	l = open(t, dir)
+	// The same mailbox under a differently spelled host name.
+	a = l.Account(AccountID("pop.example.com", "bob"))
+	got, err := a.Get([]string{"u1", EntryID("u1", 1), "missing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["u1"].Key != "k" || !got["u1"].Delivered([]string{"archive"}) || got["u1"].Delivered([]string{"archive", "helpdesk"}) {
+		t.Fatalf("got %+v", got)
+	}
+	if got[EntryID("u1", 1)].Occurrence != 1 {
+		t.Error("second occurrence lost")
+	}
+	m, err := a.Meta()
+	if err != nil || !m.Initialized.Equal(now) {
+		t.Errorf("meta = %+v, %v", m, err)
+	}
+	other := l.Account(AccountID("pop.example.com", "alice"))
+	if got, _ := other.Get([]string{"u1"}); len(got) != 0 {
+		t.Error("accounts share entries")
+	}
+}
+
+func TestPruneAfterGrace(t *testing.T) {
+	l := open(t, t.TempDir())
+	a := l.Account("acct")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := a.Put(&Entry{UIDL: "kept"}, &Entry{UIDL: "gone"}, &Entry{UIDL: "back"}); err != nil {
+		t.Fatal(err)
+	}
+	grace := 24 * time.Hour
+	if n, err := a.Prune(map[string]bool{"kept": true}, t0, grace); err != nil || n != 0 {
+		t.Fatalf("first prune removed %d, %v", n, err)
+	}
+	// "back" is listed again: its missing mark goes.
+	if n, err := a.Prune(map[string]bool{"kept": true, "back": true}, t0.Add(time.Hour), grace); err != nil || n != 0 {
+		t.Fatalf("second prune removed %d, %v", n, err)
+	}
+	n, err := a.Prune(map[string]bool{"kept": true}, t0.Add(25*time.Hour), grace)
+	if err != nil || n != 1 {
+		t.Fatalf("third prune removed %d, %v; want only 'gone'", n, err)
+	}
+	var ids []string
+	a.Each(func(e *Entry) error { ids = append(ids, e.UIDL); return nil })
+	if len(ids) != 2 || ids[0] != "back" || ids[1] != "kept" {
+		t.Errorf("left: %v", ids)
+	}
+}
