@@ -1,0 +1,145 @@
+package config
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// vars builds variable names from a prefix such as POPHOOK_ACCOUNT_SUPPORT.
+type vars string
+
+func (v vars) name(suffix string) string { return string(v) + "_" + suffix }
+
+// loadAccount reads and checks the variables of account name. sinks are
+// the names listed in POPHOOK_SINKS.
+func loadAccount(name string, sinks []string, p *Problems) Account {
+	v := vars(accountPrefix(name))
+	var e accountEnv
+	read(string(v), &e)
+	a := Account{
+		Name:           name,
+		Host:           e.Host,
+		TLS:            conv(p, v.name("TLS"), e.TLS, enum(TLSImplicit, TLSStartTLS, TLSNone)),
+		AllowInsecure:  conv(p, v.name("ALLOW_INSECURE"), e.AllowInsecure, parseBool),
+		TLSCAFile:      e.TLSCAFile,
+		TLSSkipVerify:  conv(p, v.name("TLS_SKIP_VERIFY"), e.TLSSkipVerify, parseBool),
+		Username:       e.Username,
+		Auth:           conv(p, v.name("AUTH"), e.Auth, enum("auto", "user", "plain", "login", "xoauth2")),
+		Schedule:       e.Schedule,
+		Keep:           conv(p, v.name("KEEP"), e.Keep, parseKeep),
+		SkipExisting:   conv(p, v.name("SKIP_EXISTING"), e.SkipExisting, parseBool),
+		MaxMessageSize: conv(p, v.name("MAX_MESSAGE_SIZE"), e.MaxMessageSize, parseSize),
+	}
+	checkServer(p, v, e.Host, a.TLS, a.AllowInsecure)
+	a.Port = portOrDefault(p, v, e.Port, a.TLS, 995, 110)
+	if a.TLSCAFile != "" {
+		if err := checkCAFile(a.TLSCAFile); err != nil {
+			p.add(v.name("TLS_CA_FILE"), err)
+		}
+	}
+	if a.Username == "" {
+		p.required(v.name("USERNAME"))
+	}
+	a.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, true)
+	if err := checkSchedule(a.Schedule); err != nil {
+		p.add(v.name("SCHEDULE"), err)
+	}
+	a.Sinks = accountSinks(p, v.name("SINKS"), e.Sinks, sinks)
+	return a
+}
+
+// checkServer checks a server's HOST and that TLS=none was opted into,
+// since it sends the credentials in clear text.
+func checkServer(p *Problems, v vars, host, tls string, allowInsecure bool) {
+	if host == "" {
+		p.required(v.name("HOST"))
+	} else if err := checkHost(host); err != nil {
+		p.add(v.name("HOST"), err)
+	}
+	if tls == TLSNone && !allowInsecure {
+		p.addf(v.name("TLS"), "none sends the password and the mail in clear text; set %s=true to allow it", v.name("ALLOW_INSECURE"))
+	}
+}
+
+// portOrDefault parses PORT, or, when unset, picks the standard port for
+// the TLS mode, so that changing TLS alone does the right thing.
+func portOrDefault(p *Problems, v vars, raw, tls string, implicit, plain int) int {
+	if raw != "" {
+		return conv(p, v.name("PORT"), raw, parsePort)
+	}
+	if tls == TLSImplicit {
+		return implicit
+	}
+	return plain
+}
+
+// loadSecret reads the secret SUFFIX from either SUFFIX or SUFFIX_FILE. For
+// a file it checks now that the file can be read and is not empty (so a
+// wrong mount fails at start-up, not at the first fetch) and returns the
+// current content for further checks; the Secret itself re-reads the file.
+func loadSecret(p *Problems, v vars, suffix, value, file string, required bool) (Secret, string) {
+	name, fileName := v.name(suffix), v.name(suffix+"_FILE")
+	switch {
+	case value != "" && file != "":
+		p.addf(name, "set only one of %s and %s", name, fileName)
+	case value != "":
+		return NewSecret(value), value
+	case file != "":
+		s := SecretFile(file)
+		content, err := s.Reveal()
+		if err != nil {
+			p.add(fileName, err)
+		}
+		return s, content
+	case required:
+		p.addf(name, "required (or %s)", fileName)
+	}
+	return Secret{}, ""
+}
+
+func checkCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
+}
+
+// checkSchedule accepts what the scheduler accepts (cron.ParseStandard:
+// five fields, descriptors such as @hourly, and @every DURATION), but
+// rejects @every below a second, which cron would silently round up.
+func checkSchedule(s string) error {
+	if d, ok := strings.CutPrefix(s, "@every "); ok {
+		if dur, err := time.ParseDuration(strings.TrimSpace(d)); err == nil && dur < time.Second {
+			return fmt.Errorf("%q: @every needs a duration of at least 1s", s)
+		}
+	}
+	if _, err := cron.ParseStandard(s); err != nil {
+		return fmt.Errorf("%q is not a cron schedule or @every duration: %v", s, err)
+	}
+	return nil
+}
+
+// accountSinks parses an account's SINKS: at least one, each listed in
+// POPHOOK_SINKS, none twice.
+func accountSinks(p *Problems, name, raw string, listed []string) []string {
+	sinks := namesList(p, name, raw)
+	if strings.Trim(raw, ", \t") == "" {
+		p.addf(name, "required: the sinks to deliver to, comma separated")
+	}
+	for _, s := range sinks {
+		if !slices.Contains(listed, s) {
+			p.addf(name, "%q is not listed in %s_SINKS", s, envPrefix)
+		}
+	}
+	return sinks
+}

@@ -1,0 +1,295 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The parse helpers turn one raw value into its typed form. Their errors
+// describe the value without naming the variable (the caller prefixes it)
+// and quote the value only where it is never a secret.
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	if l, ok := logLevels[strings.ToLower(s)]; ok {
+		return l, nil
+	}
+	return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
+}
+
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes":
+		return true, nil
+	case "false", "0", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (true/false, yes/no, 1/0)", s)
+}
+
+// parseEnum returns s in lower case if it is one of allowed.
+func parseEnum(s string, allowed ...string) (string, error) {
+	l := strings.ToLower(s)
+	for _, a := range allowed {
+		if l == a {
+			return l, nil
+		}
+	}
+	return "", fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", "))
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port number (1-65535)", s)
+	}
+	return n, nil
+}
+
+func parseIntRange(s string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%q is not a whole number from %d to %d", s, lo, hi)
+	}
+	return n, nil
+}
+
+// parsePositiveDuration accepts Go durations ("30s", "1m30s") above zero.
+func parsePositiveDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration (e.g. 30s, 2m)", s)
+	}
+	return d, nil
+}
+
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"kb": 1000, "mb": 1000 * 1000, "gb": 1000 * 1000 * 1000,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+}
+
+var sizePattern = regexp.MustCompile(`^([0-9]+)\s*([a-zA-Z]*)$`)
+
+// parseSize accepts a whole number of bytes with an optional unit: KB, MB,
+// GB are powers of 1000 and KiB, MiB, GiB powers of 1024, as everywhere
+// else; case does not matter.
+func parseSize(s string) (int64, error) {
+	bad := fmt.Errorf("%q is not a size above zero (e.g. 1048576, 10MB, 64MiB, 1GiB)", s)
+	m := sizePattern.FindStringSubmatch(s)
+	if m == nil {
+		return 0, bad
+	}
+	unit, ok := sizeUnits[strings.ToLower(m[2])]
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if !ok || err != nil || n <= 0 || n > math.MaxInt64/unit {
+		return 0, bad
+	}
+	return n * unit, nil
+}
+
+var daysPattern = regexp.MustCompile(`^([0-9]+)d$`)
+
+// parseKeep accepts a boolean or a retention: a Go duration or whole days
+// ("30d"), since nobody wants to write 720h.
+func parseKeep(s string) (Keep, error) {
+	if b, err := parseBool(s); err == nil {
+		return Keep{Forever: b}, nil
+	}
+	bad := fmt.Errorf("%q is not false, true or a duration (e.g. 720h, 30d)", s)
+	var d time.Duration
+	if m := daysPattern.FindStringSubmatch(s); m != nil {
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > int64(math.MaxInt64/(24*time.Hour)) {
+			return Keep{}, bad
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d < 0 {
+			return Keep{}, bad
+		}
+	}
+	return Keep{After: d}, nil
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// parseNames splits a comma-separated list of account or sink names. Empty
+// items (a trailing comma) are ignored; bad and repeated names are errors.
+func parseNames(s string) ([]string, []error) {
+	var names []string
+	var errs []error
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		switch {
+		case n == "":
+		case !namePattern.MatchString(n):
+			errs = append(errs, fmt.Errorf("%q is not a valid name (lower-case a-z, 0-9, _)", n))
+		case slices.Contains(names, n):
+			errs = append(errs, fmt.Errorf("%q is listed twice", n))
+		default:
+			names = append(names, n)
+		}
+	}
+	return names, errs
+}
+
+// checkHost rejects what people commonly put where a bare host name
+// belongs: a URL or host:port.
+func checkHost(s string) error {
+	if strings.Contains(s, "/") || strings.ContainsAny(s, " \t") {
+		return fmt.Errorf("%q is not a host name (no scheme, path or spaces)", s)
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return fmt.Errorf("%q is not a host name (give the port in its own variable)", s)
+	}
+	return nil
+}
+
+// checkListenAddr accepts host:port with a numeric port; port 0 picks a
+// free port (tests, the demo).
+func checkListenAddr(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err == nil {
+		var n int
+		n, err = strconv.Atoi(port)
+		if err == nil && (n < 0 || n > 65535) {
+			err = errors.New("port out of range")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:8080, :8080)", s)
+	}
+	return nil
+}
+
+// parseWebhookURL checks for an absolute http(s) URL. The URL may carry a
+// password, so errors show it only redacted, and not at all when it does
+// not even parse.
+func parseWebhookURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		// url's errors quote the offending part, which may be part of
+		// the password; give the reason only when there is no userinfo.
+		var ue *url.Error
+		if !strings.Contains(s, "@") && errors.As(err, &ue) {
+			return fmt.Errorf("not a valid URL: %v", ue.Err)
+		}
+		return errors.New("not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http or https URL", u.Redacted())
+	}
+	return nil
+}
+
+// redactURL returns s with any password replaced, for messages about a
+// valid URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return redacted
+	}
+	return u.Redacted()
+}
+
+// parseAddresses parses a comma-separated list of mail addresses, with or
+// without display names, and returns the bare addresses (what SMTP's
+// envelope needs).
+func parseAddresses(s string) ([]string, error) {
+	list, err := mail.ParseAddressList(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a list of mail addresses: %v", s, err)
+	}
+	addrs := make([]string, len(list))
+	for i, a := range list {
+		addrs[i] = a.Address
+	}
+	return addrs, nil
+}
+
+func parseAddress(s string) (string, error) {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a mail address: %v", s, err)
+	}
+	return a.Address, nil
+}
+
+// headersPophookSets are set by the webhook sink itself; an extra header
+// of the same name would break the request or its signature.
+var headersPophookSets = []string{
+	"Content-Type", "Content-Length", "Transfer-Encoding", "Idempotency-Key",
+	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+}
+
+// parseHeaders reads "Name: value" lines separated by newlines or by a
+// literal `\n` (an env file cannot hold a newline). Blank lines and lines
+// starting with # are skipped. Values are secrets (bearer tokens), so
+// errors name the line and the header name but never show a value.
+func parseHeaders(s string) (http.Header, []error) {
+	h := http.Header{}
+	var errs []error
+	s = strings.ReplaceAll(s, `\n`, "\n")
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("line %d: not a \"Name: value\" header", i+1))
+		case !isToken(name):
+			errs = append(errs, fmt.Errorf("line %d: %q is not a header name", i+1, name))
+		case containsFold(headersPophookSets, name):
+			errs = append(errs, fmt.Errorf("line %d: %s is set by pophook itself", i+1, http.CanonicalHeaderKey(name)))
+		case strings.ContainsFunc(value, isCTL):
+			errs = append(errs, fmt.Errorf("line %d: the value of %s holds control characters", i+1, name))
+		default:
+			h.Add(name, value)
+		}
+	}
+	return h, errs
+}
+
+func containsFold(list []string, s string) bool {
+	for _, l := range list {
+		if strings.EqualFold(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110), the syntax of a
+// header name.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r >= 0x7f || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isCTL(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }

@@ -1,0 +1,127 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// loadSink reads and checks the variables of sink name: TYPE first, then
+// those of its type.
+func loadSink(name string, p *Problems) *Sink {
+	v := vars(sinkPrefix(name))
+	var e sinkEnv
+	read(string(v), &e)
+	s := &Sink{Name: name}
+	if e.Type == "" {
+		p.addf(v.name("TYPE"), "required: %s", strings.Join(sinkTypes, ", "))
+		return s
+	}
+	s.Type = conv(p, v.name("TYPE"), e.Type, enum(sinkTypes...))
+	switch s.Type {
+	case SinkWebhook:
+		loadWebhook(s, v, p)
+	case SinkMaildir:
+		loadMaildir(s, v, p)
+	case SinkSMTP:
+		loadSMTP(s, v, p)
+	}
+	return s
+}
+
+func loadWebhook(s *Sink, v vars, p *Problems) {
+	var e webhookEnv
+	read(string(v), &e)
+	s.URL = e.URL
+	if s.URL == "" {
+		p.required(v.name("URL"))
+	} else if err := parseWebhookURL(s.URL); err != nil {
+		p.add(v.name("URL"), err)
+	}
+	s.Format = conv(p, v.name("FORMAT"), e.Format, enum("json", "raw", "form"))
+	s.Timeout = conv(p, v.name("TIMEOUT"), e.Timeout, parsePositiveDuration)
+
+	secret, value := loadSecret(p, v, "SECRET", e.Secret, e.SecretFile, false)
+	s.Secret = secret
+	if value != "" {
+		if err := checkWebhookSecret(value); err != nil {
+			p.add(secretSource(v, "SECRET", e.Secret), err)
+		}
+	}
+	s.Headers = loadHeaders(p, v, e.Headers, e.HeadersFile)
+}
+
+// secretSource names the variable a secret's value came from, so a problem
+// with the value points at the one the operator set.
+func secretSource(v vars, suffix, value string) string {
+	if value != "" {
+		return v.name(suffix)
+	}
+	return v.name(suffix + "_FILE")
+}
+
+// checkWebhookSecret checks the Standard Webhooks secret format:
+// "whsec_" followed by the base64 of the key.
+func checkWebhookSecret(s string) error {
+	key, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		return errors.New(`not a Standard Webhooks secret (it must start with "whsec_")`)
+	}
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) == 0 {
+		return errors.New(`not a Standard Webhooks secret ("whsec_" must be followed by base64)`)
+	}
+	return nil
+}
+
+// loadHeaders parses HEADERS or HEADERS_FILE. Unlike a Secret, the file is
+// read once: the headers are parsed and checked at start-up.
+func loadHeaders(p *Problems, v vars, value, file string) http.Header {
+	_, content := loadSecret(p, v, "HEADERS", value, file, false)
+	if content == "" {
+		return nil // not set, or a problem with it is already recorded
+	}
+	h, errs := parseHeaders(content)
+	for _, err := range errs {
+		p.add(secretSource(v, "HEADERS", value), err)
+	}
+	return h
+}
+
+func loadMaildir(s *Sink, v vars, p *Problems) {
+	var e maildirEnv
+	read(string(v), &e)
+	s.Path = e.Path
+	if s.Path == "" {
+		p.required(v.name("PATH"))
+	}
+}
+
+func loadSMTP(s *Sink, v vars, p *Problems) {
+	var e smtpEnv
+	read(string(v), &e)
+	s.Host = e.Host
+	s.TLS = conv(p, v.name("TLS"), e.TLS, enum(TLSImplicit, TLSStartTLS, TLSNone))
+	s.AllowInsecure = conv(p, v.name("ALLOW_INSECURE"), e.AllowInsecure, parseBool)
+	checkServer(p, v, e.Host, s.TLS, s.AllowInsecure)
+	// 465 is SMTP over implicit TLS (RFC 8314); 587 submission otherwise.
+	s.Port = portOrDefault(p, v, e.Port, s.TLS, 465, 587)
+
+	s.Username = e.Username
+	s.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, false)
+	switch {
+	case s.Username != "" && !s.Password.IsSet():
+		p.addf(v.name("PASSWORD"), "required with %s (or %s)", v.name("USERNAME"), v.name("PASSWORD_FILE"))
+	case s.Username == "" && s.Password.IsSet():
+		p.addf(v.name("USERNAME"), "required with a password")
+	}
+
+	if e.From != "" {
+		s.From = conv(p, v.name("FROM"), e.From, parseAddress)
+	}
+	if e.To == "" {
+		p.addf(v.name("TO"), "required: the envelope recipients, comma separated")
+	} else {
+		s.To = conv(p, v.name("TO"), e.To, parseAddresses)
+	}
+}
