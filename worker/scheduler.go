@@ -1,0 +1,173 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Outcome is one finished run of one job.
+type Outcome struct {
+	Job    *Job
+	Result Result
+	Err    error
+}
+
+// Scheduler runs jobs on their accounts' schedules, at most Concurrency
+// at a time, never one job twice at once.
+type Scheduler struct {
+	Jobs        []*Job
+	Concurrency int           // accounts fetched at the same time; <1 means 1
+	Jitter      time.Duration // random delay before a scheduled run, so accounts on one server spread out
+	Logger      *slog.Logger
+	// OnOutcome, if set, is called after every run (from the run's
+	// goroutine).
+	OnOutcome func(Outcome)
+}
+
+func (s *Scheduler) slots() chan struct{} {
+	return make(chan struct{}, max(1, s.Concurrency))
+}
+
+func (s *Scheduler) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// Once runs every job once, up to Concurrency at a time, and returns the
+// outcomes in job order. Cancelling ctx makes running jobs wrap up (see
+// Job.Run) and jobs not yet started return ctx's error.
+func (s *Scheduler) Once(ctx context.Context) []Outcome {
+	out := make([]Outcome, len(s.Jobs))
+	slots := s.slots()
+	var wg sync.WaitGroup
+	for i, j := range s.Jobs {
+		wg.Go(func() {
+			out[i] = s.runOne(ctx, slots, j)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func (s *Scheduler) runOne(ctx context.Context, slots chan struct{}, j *Job) Outcome {
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	case <-ctx.Done():
+		return Outcome{Job: j, Err: fmt.Errorf("account %s: not started: %w", j.Account.Name, ctx.Err())}
+	}
+	if ctx.Err() != nil {
+		return Outcome{Job: j, Err: fmt.Errorf("account %s: not started: %w", j.Account.Name, ctx.Err())}
+	}
+	start := time.Now()
+	res, err := j.Run(ctx)
+	o := Outcome{Job: j, Result: res, Err: err}
+	log := s.logger().With("account", j.Account.Name, "duration", time.Since(start).Round(time.Millisecond))
+	switch {
+	case err != nil:
+		log.Error("fetch failed", "err", err)
+	case res.Skipped != "":
+		log.Info("fetch skipped", "reason", res.Skipped)
+	default:
+		log.Info("fetch done", "listed", res.Listed, "delivered", res.Delivered, "deleted", res.Deleted, "problems", len(res.Problems))
+	}
+	for _, p := range res.Problems {
+		log.Warn(p)
+	}
+	if s.OnOutcome != nil {
+		s.OnOutcome(o)
+	}
+	return o
+}
+
+// Run schedules the jobs until ctx is cancelled: each runs once at start
+// and then on its SCHEDULE. On cancellation nothing new starts, running
+// jobs wrap up (finish the message in hand, delete only what is recorded,
+// QUIT), and Run returns when they have.
+func (s *Scheduler) Run(ctx context.Context) error {
+	c := cron.New(cron.WithLogger(cronLogger{s.logger()}))
+	slots := s.slots()
+	// running counts runs under way; once stopping is set no run starts,
+	// so waiting on running cannot race with a late start.
+	var (
+		running  sync.WaitGroup
+		gate     sync.Mutex
+		stopping bool
+	)
+	enter := func() bool {
+		gate.Lock()
+		defer gate.Unlock()
+		if stopping {
+			return false
+		}
+		running.Add(1)
+		return true
+	}
+	for _, j := range s.Jobs {
+		var mu sync.Mutex // never the same job twice at once
+		run := func() {
+			if !enter() {
+				return
+			}
+			defer running.Done()
+			if !mu.TryLock() {
+				s.logger().Info("previous fetch still running; skipping this tick", "account", j.Account.Name)
+				return
+			}
+			defer mu.Unlock()
+			if !sleep(ctx, s.jitter()) {
+				return
+			}
+			s.runOne(ctx, slots, j)
+		}
+		if _, err := c.AddFunc(j.Account.Schedule, run); err != nil {
+			return fmt.Errorf("account %s: schedule %q: %w", j.Account.Name, j.Account.Schedule, err)
+		}
+		go run()
+	}
+	c.Start()
+	<-ctx.Done()
+	gate.Lock()
+	stopping = true
+	gate.Unlock()
+	<-c.Stop().Done()
+	running.Wait()
+	return nil
+}
+
+func (s *Scheduler) jitter() time.Duration {
+	if s.Jitter <= 0 {
+		return 0
+	}
+	return rand.N(s.Jitter)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// cronLogger sends robfig/cron's own messages to slog.
+type cronLogger struct{ l *slog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error("cron: "+msg, append(kv, "err", err)...)
+}
