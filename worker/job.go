@@ -371,14 +371,9 @@ func (r *run) skipExisting(list []pop3.MessageInfo, occ []int, now time.Time) er
 // planDelete queues a delivered message for DELE unless the account
 // keeps mail (for ever, or until it is older than KEEP).
 func (r *run) planDelete(p *pending) {
-	k := r.Account.Keep
-	switch {
-	case k.Forever:
-		return
-	case k.After > 0 && r.now().Sub(p.entry.FirstSeen) < k.After:
-		return
+	if r.Account.Keep.ShouldDelete(p.entry.FirstSeen, r.now()) {
+		r.dele = append(r.dele, p)
 	}
-	r.dele = append(r.dele, p)
 }
 
 func (r *run) problem(m pop3.MessageInfo, text string) {
@@ -491,6 +486,7 @@ func (r *run) handle(p *pending, body io.Reader) error {
 		if err := r.ledger.Put(e); err != nil {
 			return fmt.Errorf("ledger: %w", err)
 		}
+		log.Debug("recorded")
 	}
 	if e.Delivered(r.Account.Sinks) {
 		r.res.Delivered++

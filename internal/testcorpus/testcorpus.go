@@ -23,7 +23,7 @@ type File struct {
 // except under CI=true, where that is a failure.
 func Dir(t testing.TB) string {
 	t.Helper()
-	if d := os.Getenv("POPHOOK_TEST_CORPUS"); d != "" {
+	if d := os.Getenv("PHTEST_CORPUS"); d != "" {
 		return d
 	}
 	wd, err := os.Getwd()
@@ -42,7 +42,7 @@ func Dir(t testing.TB) string {
 			break
 		}
 	}
-	msg := "mail corpus not found at ../shared/corpus beside the repository (set POPHOOK_TEST_CORPUS)"
+	msg := "mail corpus not found at ../shared/corpus beside the repository (set PHTEST_CORPUS)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}

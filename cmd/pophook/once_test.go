@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pophook/pophook/internal/dovecottest"
+)
+
+func runBin(t *testing.T, env []string, args ...string) (stderr string, code int) {
+	t.Helper()
+	var buf bytes.Buffer
+	cmd := exec.Command(pophookBinary(t), args...)
+	cmd.Env = env
+	cmd.Stderr = &buf
+	cmd.Stdout = &buf
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return buf.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return buf.String(), 0
+}
+
+func TestOnceDeliversAndExitsZero(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	for i := range 5 {
+		d.Deliver(t, "alice", []byte("Subject: hello\nMessage-ID: <e2e-"+string(rune('a'+i))+"@x>\n\nbody\n"))
+	}
+	dir := t.TempDir()
+	mdir := filepath.Join(dir, "Maildir")
+	out, code := runBin(t, dovecotEnv(d, filepath.Join(dir, "data"), mdir), "once")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if n := d.Count(t, "alice"); n != 0 {
+		t.Errorf("%d left on the server", n)
+	}
+	if ids := maildirIDs(t, mdir); len(ids) != 5 {
+		t.Errorf("maildir has %d messages", len(ids))
+	}
+	// Data dir and ledger are private.
+	fi, err := os.Stat(filepath.Join(dir, "data", "ledger.db"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("ledger: %v %v", fi.Mode(), err)
+	}
+}
+
+func TestOnceFailureSummaryAndNoSecretsInLogs(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice", []byte("Subject: x\n\ny\n"))
+	dir := t.TempDir()
+	const secret = "Sup3r-Secret-Passw0rd"
+	env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"),
+		"POPHOOK_ACCOUNT_SUPPORT_PASSWORD="+secret, "POPHOOK_LOG_LEVEL=debug")
+	out, code := runBin(t, env, "once")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	if !strings.Contains(out, "pophook once: 1 problem(s):") || !strings.Contains(out, "authentication failed") {
+		t.Errorf("summary missing:\n%s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the password appears in the output:\n%s", out)
+	}
+	if !strings.Contains(out, "PASS <redacted>") && !strings.Contains(out, "AUTH PLAIN <redacted>") {
+		t.Errorf("debug log should carry the redacted POP3 trace:\n%s", out)
+	}
+	if d.Count(t, "alice") != 1 {
+		t.Error("message gone after a failed login")
+	}
+}
+
+func TestOnceSinkDownExitsNonZeroAndKeepsMail(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice", []byte("Subject: x\n\ny\n"))
+	dir := t.TempDir()
+	// The Maildir path is a file: New fails at start-up with a clear error.
+	blocker := filepath.Join(dir, "not-a-dir")
+	os.WriteFile(blocker, nil, 0o600)
+	out, code := runBin(t, dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(blocker, "Maildir")), "once")
+	if code == 0 || !strings.Contains(out, "not-a-dir") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if d.Count(t, "alice") != 1 {
+		t.Error("message gone though the sink could not take it")
+	}
+}
+
+func TestConfigProblemsNameTheVariable(t *testing.T) {
+	env := []string{"PATH=" + os.Getenv("PATH"), "POPHOOK_ACCOUNTS=support", "POPHOOK_ACCOUNT_SUPPORT_PORT=99999", "POPHOOK_DATA_DIR=" + t.TempDir()}
+	out, code := runBin(t, env, "once")
+	if code != 2 {
+		t.Fatalf("exit %d, want 2:\n%s", code, out)
+	}
+	for _, want := range []string{"POPHOOK_ACCOUNT_SUPPORT_HOST", "POPHOOK_ACCOUNT_SUPPORT_PORT", "POPHOOK_ACCOUNT_SUPPORT_USERNAME"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("problems do not name %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestSecondProcessGetsLedgerInUse(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	dir := t.TempDir()
+	env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"), "POPHOOK_HTTP_ADDR=127.0.0.1:0")
+	daemon := exec.Command(pophookBinary(t), "run")
+	daemon.Env = env
+	dlog := &syncBuffer{}
+	daemon.Stderr = dlog
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(os.Interrupt)
+		if err := daemon.Wait(); err != nil {
+			t.Errorf("daemon did not stop cleanly on SIGINT: %v\n%s", err, dlog.String())
+		}
+	}()
+	waitFor(t, func() bool { return strings.Contains(dlog.String(), "pophook started") })
+	out, code := runBin(t, env, "once")
+	if code == 0 || !strings.Contains(out, "ledger is in use by another pophook") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 200 {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("condition not met in 5s")
+}
+
+// syncBuffer is a bytes.Buffer a running process may write while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
