@@ -51,7 +51,7 @@ func TestCrashSafety(t *testing.T) {
 			d.Deliver(t, "alice", crashMessage(sent, rng))
 			sent++
 		}
-		delay := time.Duration(rng.IntN(120_000)) * time.Microsecond
+		delay := time.Duration(rng.IntN(400_000)) * time.Microsecond
 		log, wasKilled := runOnce(t, bin, env, delay)
 		rep, flight := readLog(t, log)
 		repeats = append(repeats, rep...)
