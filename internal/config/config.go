@@ -90,6 +90,14 @@ type Sink struct {
 	Secret  Secret      // "whsec_" + base64, or unset
 	Headers http.Header // extra headers; the values are secrets
 	Timeout time.Duration
+	// InlineLimit: attachments up to this size carry their content in the
+	// json payload; IncludeRaw adds the whole message, base64.
+	InlineLimit int64
+	IncludeRaw  bool
+	// FormField names the file field of the form format; FormFields are
+	// extra fields sent before it, in order (Request Tracker: queue, action).
+	FormField  string
+	FormFields [][2]string
 
 	// maildir
 	Path string

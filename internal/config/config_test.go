@@ -867,3 +867,38 @@ func TestEnvExample(t *testing.T) {
 		t.Errorf(".env.example loads as %+v", cfg)
 	}
 }
+
+func TestWebhookPayloadAndFormSettings(t *testing.T) {
+	setup(t, nil)
+	cfg, _ := mustLoad(t)
+	h := cfg.Sinks["helpdesk"]
+	if h.InlineLimit != 10<<20 || h.IncludeRaw || h.FormField != "message" || len(h.FormFields) != 0 {
+		t.Errorf("defaults: limit %d raw %v field %q fields %v", h.InlineLimit, h.IncludeRaw, h.FormField, h.FormFields)
+	}
+
+	setup(t, map[string]string{
+		"POPHOOK_SINK_HELPDESK_INLINE_LIMIT": "2MiB",
+		"POPHOOK_SINK_HELPDESK_INCLUDE_RAW":  "true",
+		"POPHOOK_SINK_HELPDESK_FORM_FIELD":   "mail",
+		"POPHOOK_SINK_HELPDESK_FORM_FIELDS":  `queue=General\naction = correspond`,
+	})
+	cfg, _ = mustLoad(t)
+	h = cfg.Sinks["helpdesk"]
+	want := [][2]string{{"queue", "General"}, {"action", "correspond"}}
+	if h.InlineLimit != 2<<20 || !h.IncludeRaw || h.FormField != "mail" || fmt.Sprint(h.FormFields) != fmt.Sprint(want) {
+		t.Errorf("parsed: limit %d raw %v field %q fields %v", h.InlineLimit, h.IncludeRaw, h.FormField, h.FormFields)
+	}
+
+	for name, value := range map[string]string{
+		"POPHOOK_SINK_HELPDESK_INLINE_LIMIT": "lots",
+		"POPHOOK_SINK_HELPDESK_INCLUDE_RAW":  "maybe",
+		"POPHOOK_SINK_HELPDESK_FORM_FIELD":   `a"b`,
+		"POPHOOK_SINK_HELPDESK_FORM_FIELDS":  "queue",
+	} {
+		setup(t, map[string]string{name: value})
+		problems := loadProblems(t)
+		if len(problems) != 1 || !strings.HasPrefix(problems[0], name+":") {
+			t.Errorf("%s=%q: problems %v", name, value, problems)
+		}
+	}
+}

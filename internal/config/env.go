@@ -63,6 +63,10 @@ type webhookEnv struct {
 	Headers     string `envconfig:"HEADERS"`
 	HeadersFile string `envconfig:"HEADERS_FILE"`
 	Timeout     string `envconfig:"TIMEOUT" default:"30s"`
+	InlineLimit string `envconfig:"INLINE_LIMIT" default:"10MiB"`
+	IncludeRaw  string `envconfig:"INCLUDE_RAW" default:"false"`
+	FormField   string `envconfig:"FORM_FIELD" default:"message"`
+	FormFields  string `envconfig:"FORM_FIELDS"`
 }
 
 type maildirEnv struct {

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 )
@@ -41,6 +42,13 @@ func loadWebhook(s *Sink, v vars, p *Problems) {
 	}
 	s.Format = conv(p, v.name("FORMAT"), e.Format, enum("json", "raw", "form"))
 	s.Timeout = conv(p, v.name("TIMEOUT"), e.Timeout, parsePositiveDuration)
+	s.InlineLimit = conv(p, v.name("INLINE_LIMIT"), e.InlineLimit, parseSize)
+	s.IncludeRaw = conv(p, v.name("INCLUDE_RAW"), e.IncludeRaw, parseBool)
+	s.FormField = e.FormField
+	if strings.ContainsAny(s.FormField, "\"\r\n") {
+		p.addf(v.name("FORM_FIELD"), "a field name cannot contain quotes or line breaks")
+	}
+	s.FormFields = conv(p, v.name("FORM_FIELDS"), e.FormFields, parseFormFields)
 
 	secret, value := loadSecret(p, v, "SECRET", e.Secret, e.SecretFile, false)
 	s.Secret = secret
@@ -124,4 +132,23 @@ func loadSMTP(s *Sink, v vars, p *Problems) {
 	} else {
 		s.To = conv(p, v.name("TO"), e.To, parseAddresses)
 	}
+}
+
+// parseFormFields reads "name=value" pairs separated by newlines (a literal
+// "\n" counts as one, for one-line environment files), keeping their order.
+func parseFormFields(s string) ([][2]string, error) {
+	var out [][2]string
+	for _, line := range strings.Split(strings.ReplaceAll(s, `\n`, "\n"), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, "\"\r") {
+			return nil, fmt.Errorf("%q is not a name=value pair", line)
+		}
+		out = append(out, [2]string{name, strings.TrimSpace(value)})
+	}
+	return out, nil
 }
