@@ -122,8 +122,9 @@ type run struct {
 	ledger *state.Account
 	res    Result
 
-	down map[string]error // sinks that failed temporarily in this run
-	dele []*pending       // delivered, to be deleted
+	down      map[string]error // sinks that failed temporarily in this run
+	dele      []*pending       // delivered, to be deleted
+	spoolFile *os.File         // holds the message in hand; see spool
 }
 
 // pending is a listed message the run acts on.
@@ -156,6 +157,7 @@ func (r *run) run() error {
 		return err
 	}
 	fetchErr := r.fetch(work)
+	r.removeSpool()
 	if err := r.deleteAndQuit(); err != nil && fetchErr == nil {
 		fetchErr = err
 	}
@@ -433,10 +435,6 @@ func (r *run) handle(p *pending, body io.Reader) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		spool.Close()
-		os.Remove(spool.Name())
-	}()
 
 	e := p.entry
 	if e.SHA256 != "" && e.SHA256 != digest {
@@ -496,24 +494,41 @@ func (r *run) handle(p *pending, body io.Reader) error {
 	return nil
 }
 
-// spool streams the body into a private file under the spool directory,
-// measuring and hashing it on the way.
+// spool streams the body into the run's private spool file, measuring and
+// hashing it on the way. One file serves the whole run, rewritten for each
+// message once every sink is done with the previous one: creating and
+// removing a file per message costs more than the copy.
 func (r *run) spool(body io.Reader) (*os.File, int64, string, error) {
-	f, err := os.CreateTemp(r.SpoolDir, "msg-*")
-	if err != nil {
-		return nil, 0, "", fmt.Errorf("spool: %w", err)
+	if r.spoolFile == nil {
+		f, err := os.CreateTemp(r.SpoolDir, "msg-*")
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("spool: %w", err)
+		}
+		r.spoolFile = f
 	}
+	f := r.spoolFile
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), body)
+	_, err := f.Seek(0, io.SeekStart)
+	var n int64
 	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
+		n, err = io.Copy(io.MultiWriter(f, h), body)
+	}
+	if err == nil {
+		err = f.Truncate(n)
 	}
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
 		return nil, 0, "", fmt.Errorf("spool %s: %w", f.Name(), err)
 	}
 	return f, n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// removeSpool deletes the run's spool file.
+func (r *run) removeSpool() {
+	if r.spoolFile != nil {
+		r.spoolFile.Close()
+		os.Remove(r.spoolFile.Name())
+		r.spoolFile = nil
+	}
 }
 
 // deleteAndQuit sends DELE for every delivered message not kept, QUITs,

@@ -359,12 +359,23 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
+// chunkBuffers are copyLF's working buffers, pooled: a busy mailbox
+// delivers thousands of small messages, and fresh buffers for each would
+// be most of the garbage.
+type chunkBuffers struct {
+	in  [chunkSize]byte
+	out [chunkSize + 1]byte
+}
+
+var chunkPool = sync.Pool{New: func() any { return new(chunkBuffers) }}
+
 // copyLF copies src to dst, turning each CRLF into LF; a CR not followed
 // by LF is kept. It checks ctx before each chunk and returns the bytes
 // read and written. Errors writing dst come as *writeError.
 func copyLF(ctx context.Context, dst io.Writer, src io.Reader) (read, written int64, err error) {
-	buf := make([]byte, chunkSize)
-	out := make([]byte, 0, chunkSize+1)
+	bufs := chunkPool.Get().(*chunkBuffers)
+	defer chunkPool.Put(bufs)
+	buf, out := bufs.in[:], bufs.out[:0]
 	pendingCR := false // the previous chunk ended in CR
 	for {
 		if err := ctx.Err(); err != nil {
