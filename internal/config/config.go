@@ -90,8 +90,11 @@ type Sink struct {
 	Secret  Secret      // "whsec_" + base64, or unset
 	Headers http.Header // extra headers; the values are secrets
 	Timeout time.Duration
+	// Budget bounds one delivery, retries included; then the message
+	// waits for the next run.
+	Budget time.Duration
 	// InlineLimit: attachments up to this size carry their content in the
-	// json payload; IncludeRaw adds the whole message, base64.
+	// json payload (0: none do); IncludeRaw adds the whole message, base64.
 	InlineLimit int64
 	IncludeRaw  bool
 	// FormField names the file field of the form format; FormFields are

@@ -889,6 +889,11 @@ func TestWebhookPayloadAndFormSettings(t *testing.T) {
 		t.Errorf("parsed: limit %d raw %v field %q fields %v", h.InlineLimit, h.IncludeRaw, h.FormField, h.FormFields)
 	}
 
+	setup(t, map[string]string{"POPHOOK_SINK_HELPDESK_INLINE_LIMIT": "0"})
+	if cfg, _ = mustLoad(t); cfg.Sinks["helpdesk"].InlineLimit != 0 {
+		t.Errorf("INLINE_LIMIT=0 gave %d", cfg.Sinks["helpdesk"].InlineLimit)
+	}
+
 	for name, value := range map[string]string{
 		"POPHOOK_SINK_HELPDESK_INLINE_LIMIT": "lots",
 		"POPHOOK_SINK_HELPDESK_INCLUDE_RAW":  "maybe",

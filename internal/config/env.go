@@ -63,6 +63,7 @@ type webhookEnv struct {
 	Headers     string `envconfig:"HEADERS"`
 	HeadersFile string `envconfig:"HEADERS_FILE"`
 	Timeout     string `envconfig:"TIMEOUT" default:"30s"`
+	Budget      string `envconfig:"BUDGET" default:"45s"`
 	InlineLimit string `envconfig:"INLINE_LIMIT" default:"10MiB"`
 	IncludeRaw  string `envconfig:"INCLUDE_RAW" default:"false"`
 	FormField   string `envconfig:"FORM_FIELD" default:"message"`

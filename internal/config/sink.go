@@ -42,7 +42,11 @@ func loadWebhook(s *Sink, v vars, p *Problems) {
 	}
 	s.Format = conv(p, v.name("FORMAT"), e.Format, enum("json", "raw", "form"))
 	s.Timeout = conv(p, v.name("TIMEOUT"), e.Timeout, parsePositiveDuration)
-	s.InlineLimit = conv(p, v.name("INLINE_LIMIT"), e.InlineLimit, parseSize)
+	s.Budget = conv(p, v.name("BUDGET"), e.Budget, parsePositiveDuration)
+	// 0 is allowed here, unlike other sizes: it means never inline.
+	if strings.TrimSpace(e.InlineLimit) != "0" {
+		s.InlineLimit = conv(p, v.name("INLINE_LIMIT"), e.InlineLimit, parseSize)
+	}
 	s.IncludeRaw = conv(p, v.name("INCLUDE_RAW"), e.IncludeRaw, parseBool)
 	s.FormField = e.FormField
 	if strings.ContainsAny(s.FormField, "\"\r\n") {
