@@ -1,0 +1,443 @@
+// Package webhook is the sink that POSTs each message to an HTTP endpoint,
+// in one of three formats (DESIGN.md section 4):
+//
+//   - json: the parsed message (package payload), Content-Type
+//     application/json;
+//   - raw: the message exactly as fetched, Content-Type message/rfc822;
+//   - form: multipart/form-data with the raw message in a file field plus
+//     configured plain fields, for Request Tracker's mail gateway and the
+//     like.
+//
+// Every request carries Idempotency-Key (the message's key, the same on
+// every attempt) and, with a secret, the Standard Webhooks signature
+// headers. The message is never held in memory: json and form bodies are
+// written once per delivery to a private temporary file, raw bodies are
+// read from the spool, and every attempt replays from there.
+//
+// The sink owns its retries (retry.go): 2xx is success; 408, 425, 429, 5xx
+// and network errors are retried with backoff within a time budget; a
+// redirect is a configuration problem; any other status is a permanent
+// rejection of the message.
+package webhook
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/pophook/pophook/sinks"
+	"github.com/pophook/pophook/sinks/webhook/payload"
+)
+
+// Formats.
+const (
+	FormatJSON = "json"
+	FormatRaw  = "raw"
+	FormatForm = "form"
+)
+
+const (
+	defaultTimeout   = 30 * time.Second
+	defaultBudget    = 45 * time.Second
+	defaultFormField = "message"
+	defaultUserAgent = "pophook/dev"
+	secretPrefix     = "whsec_"
+)
+
+// Options configure a Sink. Only URL is required.
+type Options struct {
+	// Name is the sink's name in the configuration ("helpdesk"); messages
+	// that ask the operator to change a variable use it. Optional.
+	Name string
+	// URL is the absolute http or https endpoint. It may carry
+	// user:password, sent as basic auth and never logged.
+	URL string
+	// Format is "json" (the default), "raw" or "form".
+	Format string
+	// Secret is a Standard Webhooks secret, "whsec_" + base64 of the key;
+	// "" sends no signature headers.
+	Secret string
+	// Headers are extra request headers. Their values are treated as
+	// secrets (bearer tokens): never logged, never in errors.
+	Headers http.Header
+	// Timeout bounds one request, from dialling to the end of the
+	// response; default 30s.
+	Timeout time.Duration
+	// Budget bounds one delivery, all attempts and waits included;
+	// default 45s.
+	Budget time.Duration
+	// FormField is the name of the file field holding the message in
+	// format "form"; default "message".
+	FormField string
+	// FormFields are plain fields sent before the file field, in order,
+	// e.g. {"queue", "General"}, {"action", "correspond"}.
+	FormFields [][2]string
+	// InlineLimit and IncludeRaw are passed to payload.Options (json).
+	InlineLimit int64
+	IncludeRaw  bool
+	// TempDir is where json and form bodies are staged (the spool
+	// directory); default os.TempDir().
+	TempDir string
+	// UserAgent defaults to "pophook/dev".
+	UserAgent string
+	// Client is an optional base client (custom TLS, tests). The sink
+	// uses a copy whose Timeout is Timeout and which never follows
+	// redirects.
+	Client *http.Client
+	// Logger may be nil.
+	Logger *slog.Logger
+}
+
+// Sink delivers messages to one webhook endpoint. It is safe for
+// concurrent use.
+type Sink struct {
+	name        string
+	url         string // without userinfo
+	shown       string // redacted, for logs and errors
+	user        *url.Userinfo
+	format      string
+	key         []byte // Standard Webhooks key; nil: no signature
+	headers     http.Header
+	budget      time.Duration
+	timeout     time.Duration
+	formField   string
+	formFields  [][2]string
+	payloadOpts payload.Options
+	tempDir     string
+	userAgent   string
+	client      *http.Client
+	log         *slog.Logger
+	secrets     []string // scrubbed from response snippets
+	now         func() time.Time
+}
+
+// New checks opts and returns a sink. Its errors never quote the URL's
+// password, the secret or header values.
+func New(opts Options) (*Sink, error) {
+	s := &Sink{
+		name:       opts.Name,
+		format:     opts.Format,
+		timeout:    opts.Timeout,
+		budget:     opts.Budget,
+		formField:  opts.FormField,
+		formFields: opts.FormFields,
+		tempDir:    opts.TempDir,
+		userAgent:  opts.UserAgent,
+		log:        opts.Logger,
+		now:        time.Now,
+		payloadOpts: payload.Options{
+			InlineLimit: opts.InlineLimit,
+			IncludeRaw:  opts.IncludeRaw,
+		},
+	}
+	if err := s.setURL(opts.URL); err != nil {
+		return nil, err
+	}
+	switch s.format {
+	case "":
+		s.format = FormatJSON
+	case FormatJSON, FormatRaw, FormatForm:
+	default:
+		return nil, fmt.Errorf("webhook %s: format %q is not json, raw or form", s.shown, s.format)
+	}
+	if opts.Secret != "" {
+		b64, ok := strings.CutPrefix(opts.Secret, secretPrefix)
+		key, err := base64.StdEncoding.DecodeString(b64)
+		if !ok || err != nil || len(key) == 0 {
+			return nil, fmt.Errorf("webhook %s: the secret is not a Standard Webhooks secret (%q followed by base64)", s.shown, secretPrefix)
+		}
+		s.key = key
+		s.secrets = append(s.secrets, opts.Secret, b64)
+	}
+	if err := s.setHeaders(opts.Headers); err != nil {
+		return nil, err
+	}
+	if s.timeout <= 0 {
+		s.timeout = defaultTimeout
+	}
+	if s.budget <= 0 {
+		s.budget = defaultBudget
+	}
+	if s.formField == "" {
+		s.formField = defaultFormField
+	}
+	for _, f := range s.formFields {
+		if f[0] == "" {
+			return nil, fmt.Errorf("webhook %s: a form field has no name", s.shown)
+		}
+	}
+	if s.tempDir == "" {
+		s.tempDir = os.TempDir()
+	}
+	if s.userAgent == "" {
+		s.userAgent = defaultUserAgent
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	// Longest first, so a secret holding another is replaced whole.
+	slices.SortFunc(s.secrets, func(a, b string) int { return len(b) - len(a) })
+	s.log = s.log.With("url", s.shown)
+
+	var c http.Client
+	if opts.Client != nil {
+		c = *opts.Client
+	} else {
+		c.Transport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	c.Timeout = s.timeout
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	s.client = &c
+	return s, nil
+}
+
+// setURL parses raw, keeps its userinfo apart (sent as basic auth, never
+// part of a request URL and so of no error) and sets the shown form.
+func (s *Sink) setURL(raw string) error {
+	s.shown = "(no URL)"
+	if raw == "" {
+		return errors.New("webhook: no URL given")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url's errors quote the offending part, which may be the
+		// password: give the reason only when there is no userinfo.
+		var ue *url.Error
+		if !strings.Contains(raw, "@") && errors.As(err, &ue) {
+			return fmt.Errorf("webhook: not a valid URL: %v", ue.Err)
+		}
+		return errors.New("webhook: not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("webhook: %s is not an absolute http or https URL", redactURL(u))
+	}
+	s.shown = redactURL(u)
+	if u.User != nil {
+		s.user = u.User
+		pass, _ := u.User.Password()
+		s.secrets = append(s.secrets, pass,
+			base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
+		u.User = nil
+	}
+	u.Fragment, u.RawFragment = "", ""
+	s.url = u.String()
+	// A long query value is likely a token: keep it out of snippets too.
+	for _, vs := range u.Query() {
+		for _, v := range vs {
+			if len(v) >= 8 {
+				s.secrets = append(s.secrets, v)
+			}
+		}
+	}
+	return nil
+}
+
+// reservedHeaders are set by the sink itself; an extra header of the same
+// name would break the request or its signature.
+var reservedHeaders = []string{
+	"Content-Type", "Content-Length", "Transfer-Encoding", "Host", "Idempotency-Key",
+	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+}
+
+func (s *Sink) setHeaders(h http.Header) error {
+	s.headers = make(http.Header, len(h))
+	for name, values := range h {
+		canon := http.CanonicalHeaderKey(name)
+		switch {
+		case !isToken(name):
+			return fmt.Errorf("webhook %s: %q is not a header name", s.shown, name)
+		case containsFold(reservedHeaders, name):
+			return fmt.Errorf("webhook %s: header %s is set by pophook itself", s.shown, canon)
+		case canon == "Authorization" && s.user != nil:
+			return fmt.Errorf("webhook %s: both the URL's user:password and an Authorization header are set; use one", s.shown)
+		}
+		for _, v := range values {
+			if strings.ContainsFunc(v, isCTL) {
+				return fmt.Errorf("webhook %s: the value of header %s holds control characters", s.shown, canon)
+			}
+			s.headers.Add(canon, v)
+			s.secrets = append(s.secrets, v)
+			// "Bearer <token>": the token alone may be echoed too.
+			if _, tok, ok := strings.Cut(v, " "); ok {
+				s.secrets = append(s.secrets, strings.TrimSpace(tok))
+			}
+		}
+	}
+	return nil
+}
+
+// Deliver POSTs m and returns nil once the endpoint answered 2xx, an error
+// marked sinks.Permanent when it rejected the message (4xx other than 408,
+// 425, 429), and a temporary error otherwise: the budget spent on
+// retries, a redirect (a configuration problem), a TLS failure, or ctx
+// cancelled. Staging, every attempt and every wait run under one
+// deadline, Budget, so it returns within about Budget.
+func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
+	if m == nil || m.Key == "" || m.Raw == nil {
+		return fmt.Errorf("webhook %s: message has no idempotency key or no content", s.shown)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("webhook %s: delivery cancelled: %w", s.shown, err)
+	}
+	start := s.now()
+	bctx, cancel := context.WithTimeout(ctx, s.budget)
+	defer cancel()
+
+	body, size, contentType, cleanup, err := s.stage(bctx, m)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("webhook %s: delivery cancelled: %w", s.shown, ctx.Err())
+		}
+		return err
+	}
+	defer cleanup()
+
+	d := &delivery{Sink: s, msg: m, ctx: bctx, parent: ctx, start: start, body: body, size: size}
+	d.deadline, _ = bctx.Deadline()
+	return d.run(contentType)
+}
+
+// stage returns the request body of m: the spool itself for raw, else a
+// private temporary file in TempDir written once, removed by cleanup.
+func (s *Sink) stage(ctx context.Context, m *sinks.Message) (body io.ReaderAt, size int64, contentType string, cleanup func(), err error) {
+	if s.format == FormatRaw {
+		return m.Raw, m.Size, "message/rfc822", func() {}, nil
+	}
+	f, err := os.CreateTemp(s.tempDir, "webhook-*.body") // 0600
+	if err != nil {
+		return nil, 0, "", nil, fmt.Errorf("webhook %s: staging the request body: %w", s.shown, err)
+	}
+	cleanup = func() {
+		f.Close()
+		if err := os.Remove(f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("cannot remove a staged request body", "file", f.Name(), "err", err)
+		}
+	}
+	bw := bufio.NewWriterSize(ctxWriter{ctx, f}, 64<<10)
+	cw := &countWriter{w: bw}
+	switch s.format {
+	case FormatJSON:
+		contentType = "application/json"
+		meta := payload.Meta{
+			ID: m.Key, Account: m.Account, Mailbox: m.Mailbox, UIDL: m.UIDL,
+			Size: m.Size, SHA256: m.SHA256, Timestamp: s.now().UTC(),
+		}
+		err = payload.Write(cw, m.Reader(), meta, s.payloadOpts)
+	case FormatForm:
+		contentType, err = s.writeForm(cw, m)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		cleanup()
+		return nil, 0, "", nil, fmt.Errorf("webhook %s: staging the %s request body: %w", s.shown, s.format, err)
+	}
+	return f, cw.n, contentType, cleanup, nil
+}
+
+// writeForm writes the multipart/form-data body: the plain fields in
+// order, then the message in the field formField, typed message/rfc822
+// but without a file name, as rt-mailgate sends it: Request Tracker (and
+// Plack, CGI.pm and most frameworks) take a part with a file name for an
+// upload and leave the form field empty. It returns the Content-Type with
+// the boundary.
+func (s *Sink) writeForm(w io.Writer, m *sinks.Message) (string, error) {
+	mw := multipart.NewWriter(w)
+	for _, f := range s.formFields {
+		if err := mw.WriteField(f[0], f[1]); err != nil {
+			return "", err
+		}
+	}
+	h := make(textproto.MIMEHeader)
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q`, s.formField))
+	h.Set("Content-Type", "message/rfc822")
+	pw, err := mw.CreatePart(h)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(pw, m.Reader()); err != nil {
+		return "", err
+	}
+	if err := mw.Close(); err != nil {
+		return "", err
+	}
+	return mw.FormDataContentType(), nil
+}
+
+// request builds the request of a delivery: body replayed from the staged
+// file or spool on every attempt, Content-Length set, headers and the
+// signature of the first attempt.
+func (d *delivery) request(contentType string) (*retryablehttp.Request, error) {
+	body := retryablehttp.ReaderFunc(func() (io.Reader, error) {
+		if d.size == 0 {
+			return http.NoBody, nil
+		}
+		return io.NewSectionReader(d.body, 0, d.size), nil
+	})
+	req, err := retryablehttp.NewRequestWithContext(d.ctx, http.MethodPost, d.url, body)
+	if err != nil {
+		// d.url was parsed by New; this is not expected. Keep the URL
+		// out of the message all the same.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("webhook %s: building the request: %w", d.shown, err)
+	}
+	req.ContentLength = d.size
+	h := req.Header
+	h.Set("User-Agent", d.userAgent)
+	for name, values := range d.headers {
+		h[name] = append([]string(nil), values...)
+	}
+	h.Set("Content-Type", contentType)
+	h.Set("Idempotency-Key", d.msg.Key)
+	if d.user != nil {
+		pass, _ := d.user.Password()
+		req.SetBasicAuth(d.user.Username(), pass)
+	}
+	if err := d.sign(h); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// ctxWriter fails writes once ctx is done, so staging a large body stops
+// when the delivery is cancelled.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return w.w.Write(p)
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.n += int64(n)
+	return n, err
+}
