@@ -135,6 +135,7 @@ func (m *measurement) add(o measurement) {
 func runMeasured(b *testing.B, name string, cmd *exec.Cmd) measurement {
 	b.Helper()
 	var out bytes.Buffer
+	cmd, peakRSS := withPeakRSS(b, cmd)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	syscall.Sync()
@@ -146,11 +147,41 @@ func runMeasured(b *testing.B, name string, cmd *exec.Cmd) measurement {
 	if err != nil {
 		b.Fatalf("%s: %v\n%s", name, err, out.String())
 	}
-	m := measurement{wall: wall, user: cmd.ProcessState.UserTime(), sys: cmd.ProcessState.SystemTime(), out: out.String()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.rssKiB = ru.Maxrss
+	return measurement{wall: wall, user: cmd.ProcessState.UserTime(), sys: cmd.ProcessState.SystemTime(), out: out.String(), rssKiB: peakRSS()}
+}
+
+// withPeakRSS runs cmd under GNU time, which reports the peak RSS of the
+// command alone. The rusage a Go parent gets from wait4 is no good for
+// this: the child starts as a vfork sharing the parent's memory, and exec
+// carries that memory's high-water mark into the child's ru_maxrss, so a
+// large test process would show up as a large pophook.
+func withPeakRSS(tb testing.TB, cmd *exec.Cmd) (*exec.Cmd, func() int64) {
+	tb.Helper()
+	timeBin, err := exec.LookPath("time")
+	if _, statErr := os.Stat("/usr/bin/time"); statErr == nil {
+		timeBin, err = "/usr/bin/time", nil
 	}
-	return m
+	if err != nil {
+		tb.Fatal("GNU time is needed to measure peak RSS: apt-get install time")
+	}
+	report := filepath.Join(tb.TempDir(), "rss")
+	wrapped := exec.Command(timeBin, append([]string{"-f", "%M", "-o", report, cmd.Path}, cmd.Args[1:]...)...)
+	wrapped.Env = cmd.Env
+	return wrapped, func() int64 {
+		b, err := os.ReadFile(report)
+		if err != nil {
+			tb.Fatalf("peak RSS report: %v", err)
+		}
+		fields := strings.Fields(string(b))
+		if len(fields) == 0 {
+			tb.Fatalf("peak RSS report is empty")
+		}
+		kib, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
+		if err != nil {
+			tb.Fatalf("peak RSS report %q: %v", b, err)
+		}
+		return kib
+	}
 }
 
 // benchMessageCount is N: PHTEST_BENCH_MESSAGES, or the default.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/sinks/maildir"
+	"github.com/pophook/pophook/sinks/webhook"
 	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker"
 )
@@ -103,7 +104,7 @@ func setUp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	built := map[string]worker.Sink{}
 	for name, sc := range cfg.Sinks {
-		s, err := newSink(sc, log.With("sink", name))
+		s, err := newSink(sc, spool, log.With("sink", name))
 		if err != nil {
 			a.close()
 			return nil, err
@@ -126,10 +127,26 @@ func setUp(cfg *config.Config, log *slog.Logger) (*app, error) {
 func (a *app) close() { a.ledger.Close() }
 
 // newSink wires one configured sink; each is named here explicitly.
-func newSink(sc *config.Sink, log *slog.Logger) (worker.Sink, error) {
+// Request bodies are staged in the spool, which is cleaned at start-up.
+func newSink(sc *config.Sink, spool string, log *slog.Logger) (worker.Sink, error) {
 	switch sc.Type {
 	case config.SinkMaildir:
 		return maildir.New(sc.Path, log)
+	case config.SinkWebhook:
+		secret, err := sc.Secret.Reveal()
+		if err != nil {
+			return nil, err
+		}
+		inline := sc.InlineLimit
+		if inline == 0 {
+			inline = -1 // INLINE_LIMIT=0: no attachment content at all
+		}
+		return webhook.New(webhook.Options{
+			Name: sc.Name, URL: sc.URL, Format: sc.Format, Secret: secret, Headers: sc.Headers,
+			Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFields: sc.FormFields,
+			InlineLimit: inline, IncludeRaw: sc.IncludeRaw,
+			TempDir: spool, UserAgent: "pophook/" + version, Logger: log,
+		})
 	}
 	return nil, &exitError{code: 2, err: fmt.Errorf("POPHOOK_SINK_%s_TYPE: sink type %q is not available in this version of pophook", strings.ToUpper(sc.Name), sc.Type)}
 }
