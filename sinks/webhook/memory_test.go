@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pophook/pophook/internal/memtest"
 	"github.com/pophook/pophook/sinks"
 )
 
@@ -46,33 +46,6 @@ func bigMessage(t *testing.T, size int64) *sinks.Message {
 		Size: fi.Size(), SHA256: hex.EncodeToString(h.Sum(nil)), Raw: f}
 }
 
-// heapPeak samples HeapInuse until stop is called and returns the
-// highest value seen.
-func heapPeak() (stop func() uint64) {
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	})
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
-	}
-}
-
 // A 50 MiB message goes through raw and form without the heap growing
 // anywhere near its size: the body streams from the spool or the staged
 // file on both sides of the wire. Not parallel, so that other tests do
@@ -88,7 +61,7 @@ func TestLargeMessageMemory(t *testing.T) {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	stop := heapPeak()
+	stop := memtest.HeapPeak()
 	held, _ := io.ReadAll(m.Reader())
 	time.Sleep(20 * time.Millisecond)
 	peak := stop()
@@ -127,7 +100,7 @@ func TestLargeMessageMemory(t *testing.T) {
 			runtime.GC()
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
-			stop := heapPeak()
+			stop := memtest.HeapPeak()
 			err := deliver(t, s, m)
 			peak := stop()
 			if err != nil {

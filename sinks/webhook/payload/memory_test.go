@@ -10,10 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/pophook/pophook/internal/memtest"
 )
 
 const bigSize = 25 << 20
@@ -110,39 +109,16 @@ func TestMemoryBigAttachment(t *testing.T) {
 			runtime.GC()
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
-			var peak atomic.Uint64
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var ms runtime.MemStats
-				for {
-					runtime.ReadMemStats(&ms)
-					if ms.HeapInuse > peak.Load() {
-						peak.Store(ms.HeapInuse)
-					}
-					select {
-					case <-stop:
-						return
-					case <-time.After(2 * time.Millisecond):
-					}
-				}
-			}()
+			stopPeak := memtest.HeapPeak()
 			cw := &countingWriter{}
 			raw := io.NewSectionReader(f, 0, st.Size())
 			err := Write(cw, raw, Meta{ID: "big", Size: st.Size(), SHA256: "x"}, c.opts)
-			close(stop)
-			wg.Wait()
+			p := stopPeak()
 			if err != nil {
 				t.Fatal(err)
 			}
 			var after runtime.MemStats
 			runtime.ReadMemStats(&after)
-			if after.HeapInuse > peak.Load() {
-				peak.Store(after.HeapInuse)
-			}
-			p := peak.Load()
 			t.Logf("output %d bytes; heap in use before %.1f MiB, peak %.1f MiB; allocated %.1f MiB in total",
 				cw.n, mib(before.HeapInuse), mib(p), mib(after.TotalAlloc-before.TotalAlloc))
 			if p > 16<<20 {
