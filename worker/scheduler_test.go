@@ -1,0 +1,122 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pophook/pophook/sinks"
+	"github.com/pophook/pophook/worker/pop3/pop3test"
+)
+
+// gauge is a sink that counts deliveries in progress across every job
+// using it, and remembers the most seen at once.
+type gauge struct {
+	now, most, total atomic.Int64
+	hold             time.Duration
+}
+
+func (g *gauge) Deliver(ctx context.Context, m *sinks.Message) error {
+	n := g.now.Add(1)
+	defer g.now.Add(-1)
+	for {
+		most := g.most.Load()
+		if n <= most || g.most.CompareAndSwap(most, n) {
+			break
+		}
+	}
+	g.total.Add(1)
+	time.Sleep(g.hold)
+	return nil
+}
+
+func schedulerJobs(t *testing.T, accounts int, sink Sink, schedule string) []*Job {
+	t.Helper()
+	var jobs []*Job
+	for i := range accounts {
+		s := pop3test.NewTLSServer(pop3test.Options{Pipelining: true})
+		t.Cleanup(s.Close)
+		var msgs []pop3test.Message
+		for k := range 3 {
+			msgs = append(msgs, pop3test.Message{Data: []byte(fmt.Sprintf("Subject: %d-%d\n\nbody\n", i, k))})
+		}
+		s.SetMailbox("alice", msgs)
+		acct := fakeAccount(s)
+		acct.Name = fmt.Sprintf("acct%d", i)
+		acct.Schedule = schedule
+		e := newEnv(t, acct, map[string]Sink{"g": sink})
+		e.job.Now = nil
+		jobs = append(jobs, e.job)
+	}
+	return jobs
+}
+
+func TestOnceRespectsConcurrency(t *testing.T) {
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			g := &gauge{hold: 20 * time.Millisecond}
+			s := &Scheduler{Jobs: schedulerJobs(t, 4, g, "@every 1h"), Concurrency: limit}
+			for _, o := range s.Once(context.Background()) {
+				if o.Err != nil || o.Result.Delivered != 3 {
+					t.Fatalf("%s: %+v %v", o.Job.Account.Name, o.Result, o.Err)
+				}
+			}
+			if most := g.most.Load(); most > int64(limit) {
+				t.Errorf("%d accounts delivering at once, limit %d", most, limit)
+			}
+			if g.total.Load() != 12 {
+				t.Errorf("%d deliveries, want 12", g.total.Load())
+			}
+		})
+	}
+}
+
+func TestRunSchedulesAndStops(t *testing.T) {
+	g := &gauge{}
+	jobs := schedulerJobs(t, 2, g, "@every 1s")
+	var mu sync.Mutex
+	runs := map[string]int{}
+	s := &Scheduler{Jobs: jobs, Concurrency: 2, OnOutcome: func(o Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs[o.Job.Account.Name]++
+		if o.Err != nil {
+			t.Errorf("%s: %v", o.Job.Account.Name, o.Err)
+		}
+	}}
+	ranTwice := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, j := range jobs {
+			if runs[j.Account.Name] < 2 {
+				return false
+			}
+		}
+		return true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	// Each job runs at start and then on every tick: wait for a second
+	// run of each (a liveness check, generous for a loaded machine).
+	for deadline := time.Now().Add(30 * time.Second); !ranTwice(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs on @every 1s did not run twice in 30s: %v", runs)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancellation")
+	}
+	if g.total.Load() != 6 {
+		t.Errorf("%d deliveries, want each of the 6 messages once", g.total.Load())
+	}
+}
