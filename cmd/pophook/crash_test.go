@@ -51,7 +51,12 @@ func TestCrashSafety(t *testing.T) {
 			d.Deliver(t, "alice", crashMessage(sent, rng))
 			sent++
 		}
-		delay := time.Duration(rng.IntN(400_000)) * time.Microsecond
+		// Mostly early kills (login, fetch, delivery), some late enough
+		// to land in DELE and QUIT or to let the run finish.
+		delay := time.Duration(rng.IntN(100_000)) * time.Microsecond
+		if rng.IntN(3) == 0 {
+			delay = time.Duration(rng.IntN(400_000)) * time.Microsecond
+		}
 		log, wasKilled := runOnce(t, bin, env, delay)
 		rep, flight := readLog(t, log)
 		repeats = append(repeats, rep...)
