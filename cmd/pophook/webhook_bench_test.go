@@ -141,5 +141,6 @@ func BenchmarkWebhookThroughput(b *testing.B) {
 				format, n, float64(total)/1e6, m.wall.Round(time.Millisecond), rate, float64(total)/1e6/m.wall.Seconds(), float64(m.rssKiB)/1024)
 			d.Stop()
 		}
+		b.StartTimer() // runMeasured leaves it stopped; b.Loop needs it running
 	}
 }

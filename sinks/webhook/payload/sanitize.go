@@ -32,26 +32,49 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 		n, err := c.r.Read(c.in[:])
 		c.err = err
 		out := c.buf[:0]
-		for _, b := range c.in[:n] {
-			switch b {
+		// Copy whole runs between line breaks at once: a byte-at-a-time
+		// loop here was a third of the json payload's CPU time.
+		for in := c.in[:n]; len(in) > 0; {
+			i := nextBreak(in)
+			if i < 0 {
+				out = append(out, in...)
+				c.prevCR = false
+				break
+			}
+			out = append(out, in[:i]...)
+			if i > 0 {
+				c.prevCR = false
+			}
+			switch in[i] {
 			case '\r':
 				out = append(out, '\r', '\n')
 				c.prevCR = true
-				continue
 			case '\n':
 				if !c.prevCR {
 					out = append(out, '\r', '\n')
 				}
-			default:
-				out = append(out, b)
+				c.prevCR = false
 			}
-			c.prevCR = false
+			in = in[i+1:]
 		}
 		c.out = out
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
 	return n, nil
+}
+
+// nextBreak returns the index of the first CR or LF in b, or -1.
+func nextBreak(b []byte) int {
+	i := bytes.IndexByte(b, '\n')
+	seg := b
+	if i >= 0 {
+		seg = b[:i]
+	}
+	if j := bytes.IndexByte(seg, '\r'); j >= 0 {
+		return j
+	}
+	return i
 }
 
 // Limits on what a header block may hold in memory.
