@@ -147,3 +147,51 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+// TestWebhookPermanentRejectionKeepsMessage: a 422 for one message is a
+// permanent rejection: that message stays on the server, the others are
+// delivered and deleted, and the next run does not post it again at once.
+func TestWebhookPermanentRejectionKeepsMessage(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice", []byte("Subject: fine\nMessage-ID: <ok1@x>\n\nok\n"))
+	d.Deliver(t, "alice", []byte("Subject: poison\nMessage-ID: <bad@x>\n\nno\n"))
+	d.Deliver(t, "alice", []byte("Subject: fine too\nMessage-ID: <ok2@x>\n\nok\n"))
+	var mu sync.Mutex
+	posts := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		var p struct {
+			Data struct {
+				Subject string `json:"subject"`
+			} `json:"data"`
+		}
+		json.Unmarshal(body, &p)
+		posts[p.Data.Subject]++
+		if p.Data.Subject == "poison" {
+			http.Error(w, "unprocessable: no ticket for you", http.StatusUnprocessableEntity)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"),
+		"POPHOOK_SINKS=hook", "POPHOOK_ACCOUNT_SUPPORT_SINKS=hook",
+		"POPHOOK_SINK_HOOK_TYPE=webhook", "POPHOOK_SINK_HOOK_URL="+srv.URL)
+	for run := 1; run <= 2; run++ {
+		out, code := runBin(t, env, "once")
+		if code != 1 || !strings.Contains(out, "422") {
+			t.Fatalf("run %d: exit %d, want 1 naming the 422:\n%s", run, code, out)
+		}
+		if n := d.Count(t, "alice"); n != 1 {
+			t.Fatalf("run %d: %d on the server, want the rejected one only", run, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if posts["poison"] != 1 || posts["fine"] != 1 || posts["fine too"] != 1 {
+		t.Errorf("posts %v: want each once (the rejected one waits for its slow retry)", posts)
+	}
+}
