@@ -144,7 +144,8 @@ func (r *run) run() error {
 	if err := r.connect(); err != nil {
 		return r.loginFailed(err)
 	}
-	defer r.c.Close()
+	// r.c may be replaced by a redial (see scan): close whichever is last.
+	defer func() { r.c.Close() }()
 
 	list, err := r.scan()
 	if err != nil {
