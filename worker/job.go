@@ -7,6 +7,7 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -66,7 +67,8 @@ type Job struct {
 	mu           sync.Mutex
 	notBefore    time.Time // auth backoff or LOGIN-DELAY
 	authFailures int
-	noPipelining bool // the server broke pipelining once: lock-step from now on
+	noPipelining bool   // the server broke pipelining once: lock-step from now on
+	lastLogin    string // what the last login audit said; see auditLogin
 }
 
 // Result is what one run did.
@@ -233,6 +235,7 @@ func (r *run) connect() error {
 		return err
 	}
 	r.authFailures = 0
+	r.auditLogin(c)
 	// RFC 2449 LOGIN-DELAY: the server's minimum time between logins.
 	if d := c.Capabilities()["LOGIN-DELAY"]; len(d) > 0 {
 		if secs, err := strconv.Atoi(d[0]); err == nil && secs > 0 {
@@ -241,6 +244,33 @@ func (r *run) connect() error {
 	}
 	r.c = c
 	return nil
+}
+
+// auditLogin records what a login was protected by: TLS version, cipher
+// suite and the server's certificate. At info level when that changes
+// (the first login, a new certificate), at debug level otherwise, so the
+// log shows every change without repeating itself every minute.
+func (r *run) auditLogin(c *pop3.Client) {
+	attrs := []any{"server", hostPort(r.Account.Host, r.Account.Port), "user", r.Account.Username}
+	st, ok := c.TLSConnectionState()
+	if !ok {
+		attrs = append(attrs, "tls", "none")
+	} else {
+		attrs = append(attrs, "tls", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+		if len(st.PeerCertificates) > 0 {
+			cert := st.PeerCertificates[0]
+			sum := sha256.Sum256(cert.Raw)
+			attrs = append(attrs, "cert_subject", cert.Subject.String(), "cert_issuer", cert.Issuer.String(),
+				"cert_expires", cert.NotAfter.UTC().Format(time.RFC3339), "cert_sha256", hex.EncodeToString(sum[:]))
+		}
+	}
+	seen := fmt.Sprint(attrs...)
+	if seen == r.lastLogin {
+		r.log.Debug("logged in", attrs...)
+		return
+	}
+	r.lastLogin = seen
+	r.log.Info("logged in", attrs...)
 }
 
 // scan lists the mailbox. A server that advertises PIPELINING but drops

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -524,4 +525,42 @@ func TestStopFinishesCurrentMessage(t *testing.T) {
 
 func pemCert(s *pop3test.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+}
+
+func TestLoginAuditLog(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	var buf syncBuf
+	e := newEnv(t, dovecotAccount(d), map[string]Sink{"hook": &recorder{}})
+	e.job.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e.run()
+	e.run()
+	logins := strings.Count(buf.String(), `"msg":"logged in"`)
+	if logins != 1 {
+		t.Fatalf("%d login audit lines at info level for two identical logins, want 1:\n%s", logins, buf.String())
+	}
+	for _, want := range []string{`"tls":"TLS 1.3"`, `"cert_sha256":"`, `"cert_expires":"`, `"user":"alice"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("audit line lacks %s:\n%s", want, buf.String())
+		}
+	}
+	if strings.Contains(buf.String(), d.Users["alice"]) {
+		t.Error("the password is in the log")
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
