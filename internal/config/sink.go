@@ -1,11 +1,11 @@
 package config
 
 import (
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/pophook/pophook/sinks/webhook"
 )
 
 // loadSink reads and checks the variables of sink name: TYPE first, then
@@ -37,7 +37,7 @@ func loadWebhook(s *Sink, v vars, p *Problems) {
 	s.URL = e.URL
 	if s.URL == "" {
 		p.required(v.name("URL"))
-	} else if err := parseWebhookURL(s.URL); err != nil {
+	} else if _, err := webhook.ParseURL(s.URL); err != nil {
 		p.add(v.name("URL"), err)
 	}
 	s.Format = conv(p, v.name("FORMAT"), e.Format, enum("json", "raw", "form"))
@@ -57,7 +57,7 @@ func loadWebhook(s *Sink, v vars, p *Problems) {
 	secret, value := loadSecret(p, v, "SECRET", e.Secret, e.SecretFile, false)
 	s.Secret = secret
 	if value != "" {
-		if err := checkWebhookSecret(value); err != nil {
+		if _, err := webhook.SecretKey(value); err != nil {
 			p.add(secretSource(v, "SECRET", e.Secret), err)
 		}
 	}
@@ -71,19 +71,6 @@ func secretSource(v vars, suffix, value string) string {
 		return v.name(suffix)
 	}
 	return v.name(suffix + "_FILE")
-}
-
-// checkWebhookSecret checks the Standard Webhooks secret format:
-// "whsec_" followed by the base64 of the key.
-func checkWebhookSecret(s string) error {
-	key, ok := strings.CutPrefix(s, "whsec_")
-	if !ok {
-		return errors.New(`not a Standard Webhooks secret (it must start with "whsec_")`)
-	}
-	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) == 0 {
-		return errors.New(`not a Standard Webhooks secret ("whsec_" must be followed by base64)`)
-	}
-	return nil
 }
 
 // loadHeaders parses HEADERS or HEADERS_FILE. Unlike a Secret, the file is

@@ -155,13 +155,12 @@ func New(opts Options) (*Sink, error) {
 		return nil, fmt.Errorf("webhook %s: format %q is not json, raw or form", s.shown, s.format)
 	}
 	if opts.Secret != "" {
-		b64, ok := strings.CutPrefix(opts.Secret, secretPrefix)
-		key, err := base64.StdEncoding.DecodeString(b64)
-		if !ok || err != nil || len(key) == 0 {
-			return nil, fmt.Errorf("webhook %s: the secret is not a Standard Webhooks secret (%q followed by base64)", s.shown, secretPrefix)
+		key, err := SecretKey(opts.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: the secret is %w", s.shown, err)
 		}
 		s.key = key
-		s.secrets = append(s.secrets, opts.Secret, b64)
+		s.secrets = append(s.secrets, opts.Secret, strings.TrimPrefix(opts.Secret, secretPrefix))
 	}
 	if err := s.setHeaders(opts.Headers); err != nil {
 		return nil, err
@@ -212,18 +211,9 @@ func (s *Sink) setURL(raw string) error {
 	if raw == "" {
 		return errors.New("webhook: no URL given")
 	}
-	u, err := url.Parse(raw)
+	u, err := ParseURL(raw)
 	if err != nil {
-		// url's errors quote the offending part, which may be the
-		// password: give the reason only when there is no userinfo.
-		var ue *url.Error
-		if !strings.Contains(raw, "@") && errors.As(err, &ue) {
-			return fmt.Errorf("webhook: not a valid URL: %v", ue.Err)
-		}
-		return errors.New("webhook: not a valid URL")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("webhook: %s is not an absolute http or https URL", redactURL(u))
+		return fmt.Errorf("webhook: %w", err)
 	}
 	s.shown = redactURL(u)
 	if u.User != nil {
@@ -246,28 +236,16 @@ func (s *Sink) setURL(raw string) error {
 	return nil
 }
 
-// reservedHeaders are set by the sink itself; an extra header of the same
-// name would break the request or its signature.
-var reservedHeaders = []string{
-	"Content-Type", "Content-Length", "Transfer-Encoding", "Host", "Idempotency-Key",
-	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
-}
-
 func (s *Sink) setHeaders(h http.Header) error {
 	s.headers = make(http.Header, len(h))
 	for name, values := range h {
 		canon := http.CanonicalHeaderKey(name)
-		switch {
-		case !isToken(name):
-			return fmt.Errorf("webhook %s: %q is not a header name", s.shown, name)
-		case containsFold(reservedHeaders, name):
-			return fmt.Errorf("webhook %s: header %s is set by pophook itself", s.shown, canon)
-		case canon == "Authorization" && s.user != nil:
+		if canon == "Authorization" && s.user != nil {
 			return fmt.Errorf("webhook %s: both the URL's user:password and an Authorization header are set; use one", s.shown)
 		}
 		for _, v := range values {
-			if strings.ContainsFunc(v, isCTL) {
-				return fmt.Errorf("webhook %s: the value of header %s holds control characters", s.shown, canon)
+			if err := CheckHeader(name, v); err != nil {
+				return fmt.Errorf("webhook %s: header: %w", s.shown, err)
 			}
 			s.headers.Add(canon, v)
 			s.secrets = append(s.secrets, v)
