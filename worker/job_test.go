@@ -18,6 +18,7 @@ import (
 
 	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/syncbuf"
 	"github.com/pophook/pophook/internal/testcorpus"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
@@ -529,7 +530,7 @@ func pemCert(s *pop3test.Server) []byte {
 
 func TestLoginAuditLog(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{})
-	var buf syncBuf
+	var buf syncbuf.Buffer
 	e := newEnv(t, dovecotAccount(d), map[string]Sink{"hook": &recorder{}})
 	e.job.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.run()
@@ -546,21 +547,4 @@ func TestLoginAuditLog(t *testing.T) {
 	if strings.Contains(buf.String(), d.Users["alice"]) {
 		t.Error("the password is in the log")
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

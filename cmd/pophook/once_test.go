@@ -6,11 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/syncbuf"
 )
 
 func runBin(t *testing.T, env []string, args ...string) (stderr string, code int) {
@@ -113,7 +113,7 @@ func TestSecondProcessGetsLedgerInUse(t *testing.T) {
 	env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"), "POPHOOK_HTTP_ADDR=127.0.0.1:0")
 	daemon := exec.Command(pophookBinary(t), "run")
 	daemon.Env = env
-	dlog := &syncBuffer{}
+	dlog := &syncbuf.Buffer{}
 	daemon.Stderr = dlog
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
@@ -140,23 +140,4 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatal("condition not met in 5s")
-}
-
-// syncBuffer is a bytes.Buffer a running process may write while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/pophook/pophook/sinks"
+
+	"github.com/pophook/pophook/internal/syncbuf"
 )
 
 func TestRetryThenSuccess(t *testing.T) {
@@ -524,7 +526,7 @@ func TestRetryLogging(t *testing.T) {
 	t.Parallel()
 	codes := []int{503, 503, 502, 200}
 	rec := newRecorder(t, statuses(codes...))
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := newSink(t, Options{URL: rec.URL, Format: FormatRaw, Logger: logger})
 	if err := deliver(t, s, message(testKey, sample)); err != nil {

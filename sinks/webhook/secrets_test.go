@@ -1,34 +1,16 @@
 package webhook
 
 import (
-	"bytes"
 	"encoding/base64"
+	"github.com/pophook/pophook/internal/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Neither errors nor logs (debug level included) ever show the URL's
 // password, a long query value, the signing secret or header values, even
@@ -70,7 +52,7 @@ func TestSecretsStayOut(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	withUser := func(base, path string) string {
 		u, _ := url.Parse(base + path + "?token=" + qtoken)
