@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/pophook/pophook/internal/config"
-	"github.com/pophook/pophook/internal/dovecottest"
-	"github.com/pophook/pophook/internal/syncbuf"
-	"github.com/pophook/pophook/internal/testcorpus"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/syncbuf"
+	"github.com/pophook/pophook/internal/testutil/testcorpus"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
 	"github.com/pophook/pophook/state"

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
 )
 
 const (

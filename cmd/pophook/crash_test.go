@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
 )
 
 // TestCrashSafety runs `pophook once` as a real process and kills it with

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
 )
 
 var (

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/dovecottest"
-	"github.com/pophook/pophook/internal/syncbuf"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/syncbuf"
 )
 
 func runBin(t *testing.T, env []string, args ...string) (stderr string, code int) {

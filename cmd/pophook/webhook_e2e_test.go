@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/pophook/pophook/internal/dovecottest"
-	"github.com/pophook/pophook/internal/testcorpus"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/testcorpus"
 )
 
 // receiver is a real HTTP server standing in for a help desk: it stores

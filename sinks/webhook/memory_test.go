@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/memtest"
+	"github.com/pophook/pophook/internal/testutil/memtest"
 	"github.com/pophook/pophook/sinks"
 )
 

@@ -23,7 +23,7 @@ import (
 
 	"github.com/pophook/pophook/sinks"
 
-	"github.com/pophook/pophook/internal/syncbuf"
+	"github.com/pophook/pophook/internal/testutil/syncbuf"
 )
 
 func TestRetryThenSuccess(t *testing.T) {

@@ -2,7 +2,7 @@ package webhook
 
 import (
 	"encoding/base64"
-	"github.com/pophook/pophook/internal/syncbuf"
+	"github.com/pophook/pophook/internal/testutil/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/pophook/pophook/internal/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
 	"github.com/pophook/pophook/worker/pop3"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/dovecottest"
-	"github.com/pophook/pophook/internal/testcorpus"
+	"github.com/pophook/pophook/internal/testutil/dovecottest"
+	"github.com/pophook/pophook/internal/testutil/testcorpus"
 	"github.com/pophook/pophook/worker/pop3"
 )
 
@@ -297,7 +297,7 @@ func TestDovecotTopAndSingles(t *testing.T) {
 	}
 }
 
-// TestDovecotCorpus fetches every file of the shared corpus and compares
+// TestDovecotCorpus fetches every file of the corpus (testdata/corpus) and compares
 // it with the file, line endings normalised to CRLF as Dovecot serves them.
 func TestDovecotCorpus(t *testing.T) {
 	files := testcorpus.Files(t)

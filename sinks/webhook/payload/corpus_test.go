@@ -16,7 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pophook/pophook/internal/testcorpus"
+	"github.com/pophook/pophook/internal/testutil/testcorpus"
 )
 
 // doc is the payload as a receiver decodes it.

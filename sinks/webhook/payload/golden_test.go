@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pophook/pophook/internal/testcorpus"
+	"github.com/pophook/pophook/internal/testutil/testcorpus"
 )
 
 // golden holds what a person reading each message sees in it, written from

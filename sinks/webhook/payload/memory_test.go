@@ -12,7 +12,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/pophook/pophook/internal/memtest"
+	"github.com/pophook/pophook/internal/testutil/memtest"
 )
 
 const bigSize = 25 << 20

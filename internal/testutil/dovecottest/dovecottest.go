@@ -445,7 +445,7 @@ func processIdentity() (identity, error) {
 func (s *Server) config(id identity, baseDir, passwd string, mechs []string, opts Options) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
-	w("# Written by github.com/pophook/pophook/internal/dovecottest for one test.")
+	w("# Written by github.com/pophook/pophook/internal/testutil/dovecottest for one test.")
 	w("instance_name = dovecottest")
 	w("base_dir = %s", baseDir)
 	w("state_dir = %s", filepath.Join(s.Dir, "state"))

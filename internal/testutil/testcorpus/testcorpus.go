@@ -1,6 +1,6 @@
-// Package testcorpus finds the shared corpus of real-world mail
-// (../shared/corpus beside the repository) for tests. Every file in it must
-// pass through pophook without loss.
+// Package testcorpus gives tests the corpus of real-world mail kept in
+// testdata/corpus at the repository root (MIT licence, see its LICENSE).
+// Every file in it must pass through pophook without loss.
 package testcorpus
 
 import (
@@ -19,8 +19,9 @@ type File struct {
 	Data []byte
 }
 
-// Dir returns the corpus directory. When it is missing the test is skipped,
-// except under CI=true, where that is a failure.
+// Dir returns the corpus directory: PHTEST_CORPUS if set, else
+// testdata/corpus in the module root. It is part of the repository, so a
+// missing corpus fails the test rather than skipping it.
 func Dir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("PHTEST_CORPUS"); d != "" {
@@ -32,21 +33,17 @@ func Dir(t testing.TB) string {
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			corpus := filepath.Join(filepath.Dir(d), "shared", "corpus")
-			if _, err := os.Stat(corpus); err == nil {
-				return corpus
+			corpus := filepath.Join(d, "testdata", "corpus")
+			if _, err := os.Stat(corpus); err != nil {
+				t.Fatalf("mail corpus: %v (it belongs to the repository; set PHTEST_CORPUS to use another)", err)
 			}
-			break
+			return corpus
 		}
 		if filepath.Dir(d) == d {
 			break
 		}
 	}
-	msg := "mail corpus not found at ../shared/corpus beside the repository (set PHTEST_CORPUS)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	t.Fatal("mail corpus: no go.mod above the working directory")
 	return ""
 }
 
