@@ -1,12 +1,29 @@
-// Package sinks holds what every sink shares with the job that calls it:
-// the message it is handed and how it says a failure is permanent. The
-// Sink interface itself is declared by its user, package worker.
+// Package sinks is the vocabulary every sink shares with the job that
+// calls it: the Sink interface, the Message it is handed, the three ways a
+// delivery can fail, and the retry policy every sink applies within one
+// delivery (retry.go). Each sink lives in a package of its own and asserts
+// at compile time that it satisfies Sink.
 package sinks
 
 import (
+	"context"
 	"errors"
 	"io"
 )
+
+// Sink takes one message.
+//
+// Deliver returns nil once the message is safely in the sink's hands. On
+// failure its error says, through the markers below, what the job should
+// do: Reject (this message, never: keep it on the server and retry on a
+// slow schedule), Unavailable (the sink cannot work at all now: stop
+// using it for this run), or, unmarked, a temporary failure (stop using
+// it for this run; the message waits for the next one). A sink applies
+// its own retries within a bounded time (see Retry) and is safe for
+// concurrent use, since one sink may serve several accounts at once.
+type Sink interface {
+	Deliver(ctx context.Context, m *Message) error
+}
 
 // Message is one fetched message handed to a sink.
 type Message struct {
@@ -20,33 +37,79 @@ type Message struct {
 	SHA256 string // hex digest of those octets
 
 	// Raw holds the message exactly as fetched. A sink reads it with
-	// io.NewSectionReader(m.Raw, 0, m.Size), as often as it retries;
-	// nothing is held in memory.
+	// Reader, as often as it retries; nothing is held in memory.
 	Raw io.ReaderAt
 }
 
 // Reader returns a fresh reader of the whole raw message.
 func (m *Message) Reader() *io.SectionReader { return io.NewSectionReader(m.Raw, 0, m.Size) }
 
-// Permanent marks err as a permanent rejection: the sink will not take
-// this message however often it is asked (HTTP 4xx, SMTP 5xx). The message
-// stays on the server and is retried on a slow schedule. Any error not
-// marked permanent is temporary.
-func Permanent(err error) error {
+// Outcome classifies a delivery's result.
+type Outcome int
+
+const (
+	// OutcomeDelivered: the sink has the message.
+	OutcomeDelivered Outcome = iota
+	// OutcomeTemporary: it may work later without anyone changing anything (a
+	// network error, a full disk, a 503). The default for any unmarked
+	// error.
+	OutcomeTemporary
+	// OutcomeRejected: the sink will not take this message however often it is
+	// asked (HTTP 4xx, SMTP 5xx at RCPT or DATA). The message stays on
+	// the server and is offered again on a slow schedule.
+	OutcomeRejected
+	// OutcomeUnavailable: the sink cannot take any message until someone fixes
+	// something (refused credentials, a redirect, an untrusted
+	// certificate, a read-only Maildir). It is not the message's fault,
+	// so no message goes on the slow schedule.
+	OutcomeUnavailable
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeDelivered:
+		return "delivered"
+	case OutcomeTemporary:
+		return "temporary"
+	case OutcomeRejected:
+		return "rejected"
+	case OutcomeUnavailable:
+		return "unavailable"
+	}
+	return "unknown"
+}
+
+// Classify tells what err from Deliver means. A nil error is Delivered;
+// an error marked by Reject or Unavailable is that (the outermost marker
+// wins); anything else is Temporary.
+func Classify(err error) Outcome {
+	if err == nil {
+		return OutcomeDelivered
+	}
+	var m *marked
+	if errors.As(err, &m) {
+		return m.outcome
+	}
+	return OutcomeTemporary
+}
+
+// Reject marks err as a rejection of this message.
+func Reject(err error) error { return mark(err, OutcomeRejected) }
+
+// Unavailable marks err as the whole sink being unable to work now.
+func Unavailable(err error) error { return mark(err, OutcomeUnavailable) }
+
+func mark(err error, o Outcome) error {
 	if err == nil {
 		return nil
 	}
-	return &permanentError{err}
+	return &marked{err: err, outcome: o}
 }
 
-// IsPermanent reports whether err, or an error it wraps, was marked by
-// Permanent.
-func IsPermanent(err error) bool {
-	var p *permanentError
-	return errors.As(err, &p)
+type marked struct {
+	err     error
+	outcome Outcome
 }
 
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
+func (e *marked) Error() string { return e.err.Error() }
+func (e *marked) Unwrap() error { return e.err }

@@ -496,7 +496,7 @@ func (r *run) handle(p *pending, body io.Reader) error {
 		} else {
 			st.Attempts++
 			st.LastError = err.Error()
-			st.Permanent = sinks.IsPermanent(err)
+			st.Permanent = sinks.Classify(err) == sinks.OutcomeRejected
 			if st.Permanent {
 				st.NextAttempt = now.Add(min(rejectRetryMax, rejectRetryMin<<min(st.Attempts-1, 10)))
 				r.problem(p.info, fmt.Sprintf("sink %s rejected it permanently: %v", name, err))

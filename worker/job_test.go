@@ -345,7 +345,7 @@ func TestPermanentRejection(t *testing.T) {
 	reject := true
 	rec := &recorder{fail: func(_ *sinks.Message, raw []byte) error {
 		if reject && bytes.Contains(raw, []byte("reject me")) {
-			return sinks.Permanent(errors.New("HTTP 422"))
+			return sinks.Reject(errors.New("HTTP 422"))
 		}
 		return nil
 	}}

@@ -42,6 +42,8 @@ const (
 	maxHost  = 64
 )
 
+var _ sinks.Sink = (*Sink)(nil)
+
 // Sink delivers into a Maildir (cur/, new/, tmp/).
 type Sink struct {
 	dir    string
@@ -99,10 +101,11 @@ func New(dir string, logger *slog.Logger) (*Sink, error) {
 // or when a message with the same idempotency key (m.Key) is already in
 // new/ or cur/ (a repeat after a crash), which is logged and skipped.
 //
-// Every error is temporary (never sinks.Permanent): a full disk, a
-// read-only file system or a permission problem must be fixed by the
-// operator, and the message stays on the server until then. A full disk
-// is reported as "disk full".
+// No error is a rejection: the message is never at fault. A read-only
+// file system, a permission problem or a directory that vanished make the
+// sink unavailable (sinks.Unavailable) until the operator fixes them; a
+// full disk and anything else is temporary. The message stays on the
+// server either way. A full disk is reported as "disk full".
 func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	if m == nil || m.Key == "" {
 		return fmt.Errorf("maildir %s: message has no idempotency key", s.dir)
@@ -123,6 +126,9 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 
 	name, size, err := s.store(ctx, m, tok)
 	if err != nil {
+		if unfixable(err) {
+			return sinks.Unavailable(err)
+		}
 		return err
 	}
 	s.mu.Lock()
@@ -351,6 +357,13 @@ func hint(err error) string {
 		return ": does not exist"
 	}
 	return ""
+}
+
+// unfixable reports a file system error that no retry can get past: the
+// Maildir must be repaired first.
+func unfixable(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) ||
+		errors.Is(err, syscall.ENOTDIR) || errors.Is(err, os.ErrNotExist)
 }
 
 // writeError marks an error of the destination, as opposed to the spool.

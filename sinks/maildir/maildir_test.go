@@ -452,8 +452,8 @@ func TestPermissionDenied(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Chmod(tmp, 0o700) })
 	err := s.Deliver(context.Background(), msg("k", []byte("x\r\n")))
-	if err == nil || !strings.Contains(err.Error(), "permission denied") || sinks.IsPermanent(err) {
-		t.Fatalf("Deliver into unwritable tmp/: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "permission denied") || sinks.Classify(err) != sinks.OutcomeUnavailable {
+		t.Fatalf("Deliver into unwritable tmp/: %v (%s), want unavailable", err, sinks.Classify(err))
 	}
 	if _, err := New(filepath.Join(tmp, "sub"), nil); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("New under unwritable dir: %v", err)
@@ -513,8 +513,8 @@ func TestDiskFull(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("error %q does not wrap ENOSPC", err)
 	}
-	if sinks.IsPermanent(err) {
-		t.Error("disk full is marked permanent; it must be retried")
+	if sinks.Classify(err) != sinks.OutcomeTemporary {
+		t.Errorf("disk full is %s; it must be temporary (retried as space frees up)", sinks.Classify(err))
 	}
 	assertEmpty(t, dir, "tmp", "new", "cur")
 
@@ -538,8 +538,8 @@ func TestReadOnly(t *testing.T) {
 	if !strings.Contains(err.Error(), "read-only file system") || !strings.Contains(err.Error(), dir) {
 		t.Errorf("unclear error %q", err)
 	}
-	if sinks.IsPermanent(err) {
-		t.Error("read-only file system is marked permanent; it must be retried")
+	if sinks.Classify(err) != sinks.OutcomeUnavailable {
+		t.Errorf("read-only file system is %s, want unavailable (not the message's fault, no retry helps)", sinks.Classify(err))
 	}
 	assertEmpty(t, dir, "tmp", "new")
 
@@ -602,8 +602,8 @@ func TestTruncatedSpool(t *testing.T) {
 	m := msg("k", []byte("abc\r\n"))
 	m.Size = 100
 	err := newSink(t, dir).Deliver(context.Background(), m)
-	if err == nil || sinks.IsPermanent(err) {
-		t.Fatalf("Deliver of a truncated spool: %v", err)
+	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary {
+		t.Fatalf("Deliver of a truncated spool: %v (%s)", err, sinks.Classify(err))
 	}
 	assertEmpty(t, dir, "tmp", "new")
 }

@@ -73,6 +73,7 @@ func TestLargeMessageMemory(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			var received atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer io.WriteString(w, "ok")
 				if format == FormatRaw {
 					n, _ := io.Copy(io.Discard, r.Body)
 					received.Store(n)
@@ -95,7 +96,7 @@ func TestLargeMessageMemory(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			s := newSink(t, Options{URL: srv.URL, Format: format, Secret: testSecret, Timeout: 2 * time.Minute, Budget: 3 * time.Minute})
+			s := newSink(t, Options{URL: srv.URL, Format: format, Secret: Fixed(testSecret), Timeout: 2 * time.Minute, Budget: 3 * time.Minute})
 
 			runtime.GC()
 			var before runtime.MemStats

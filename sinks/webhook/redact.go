@@ -3,6 +3,7 @@ package webhook
 import (
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -36,11 +37,18 @@ func redactURL(u *url.URL) string {
 	return r.String()
 }
 
+// scrubber holds the secret values a delivery uses (URL password, signing
+// secret, header values), longest first, so that a secret holding another
+// is replaced whole.
+type scrubber []string
+
+func (s scrubber) sort() { slices.SortFunc(s, func(a, b string) int { return len(b) - len(a) }) }
+
 // snippet returns the start of a response body for an error message:
 // valid UTF-8, control characters and runs of white space turned into
-// single spaces, any of the sink's secrets the endpoint echoed replaced,
-// at most snippetMax bytes.
-func (s *Sink) snippet(body io.Reader) string {
+// single spaces, any of the secrets the endpoint echoed replaced, at most
+// snippetMax bytes.
+func (s scrubber) snippet(body io.Reader) string {
 	buf, _ := io.ReadAll(io.LimitReader(body, snippetRead))
 	if len(buf) == snippetRead {
 		// Do not let the cut split a character into U+FFFD.
@@ -66,10 +74,9 @@ func clean(text string) string {
 	return strings.Join(strings.Fields(text), " ")
 }
 
-// scrub replaces the sink's secrets (URL password, signing secret, header
-// values) wherever text holds them.
-func (s *Sink) scrub(text string) string {
-	for _, secret := range s.secrets {
+// scrub replaces the secrets wherever text holds them.
+func (s scrubber) scrub(text string) string {
+	for _, secret := range s {
 		if len(secret) >= minScrub {
 			text = strings.ReplaceAll(text, secret, redacted)
 		}

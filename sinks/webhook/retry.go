@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -20,19 +19,13 @@ import (
 	"github.com/pophook/pophook/sinks"
 )
 
-// The wait before retry n (n = 1, 2, ...) is backoffMin·2ⁿ⁻¹, capped at
-// backoffMax, with ±25% jitter; never shorter than a Retry-After.
-const (
-	backoffMin = 500 * time.Millisecond
-	backoffMax = 10 * time.Second
-)
-
 // delivery is one Deliver call: the request, and the retry policy's state.
-// The policy lives in checkRetry (what to do after an attempt and how long
-// to wait) and run (what the final answer means); retryablehttp only
-// performs it.
+// The policy is sinks.Retry; checkRetry applies it after each attempt and
+// verdict (verdict.go) says what the final answer means; retryablehttp
+// only performs the loop.
 type delivery struct {
 	*Sink
+	creds    *creds
 	msg      *sinks.Message
 	ctx      context.Context // the budget
 	parent   context.Context // the caller's
@@ -46,6 +39,9 @@ type delivery struct {
 	logged   string        // the last failure logged, to log only changes
 	wait     time.Duration // decided by checkRetry, handed out by backoff
 	giveUp   string        // why checkRetry stopped early; "" if it did not
+	// untrusted is set when the TLS certificate was refused: retrying
+	// cannot help, the sink is unavailable until trust is fixed.
+	untrusted bool
 }
 
 // errGiveUp tells retryablehttp to stop; run reports why.
@@ -79,43 +75,7 @@ func (d *delivery) run(contentType string) error {
 		return d.failed(err)
 	}
 	defer drainClose(resp.Body)
-	switch code := resp.StatusCode; {
-	case code >= 200 && code < 300:
-		if d.format == FormatForm {
-			if err := d.mailGatewayVerdict(resp); err != nil {
-				return err
-			}
-		}
-		if d.attempts > 1 {
-			d.log.Debug("webhook delivered after retries", "key", d.msg.Key, "attempts", d.attempts)
-		}
-		return nil
-	case code >= 300 && code < 400:
-		return d.redirected(resp)
-	default:
-		se := d.statusError(resp)
-		d.log.Debug("webhook rejected the message", "key", d.msg.Key, "err", se)
-		return sinks.Permanent(fmt.Errorf("webhook %s: message rejected: %w", d.shown, se))
-	}
-}
-
-// mailGatewayVerdict reads the answer of a Request Tracker style mail
-// gateway, which replies 200 whatever happened and says in the body: "ok",
-// "not ok - why" (it will never take the message) or "temporary failure -
-// why". Taking such a 200 for success would delete mail RT did not file,
-// so those two bodies are failures here; any other body is success.
-func (d *delivery) mailGatewayVerdict(resp *http.Response) error {
-	head := make([]byte, 256)
-	n, _ := io.ReadFull(resp.Body, head)
-	text := strings.TrimSpace(string(head[:n]))
-	se := &StatusError{Code: resp.StatusCode, Body: truncate(d.scrub(clean(text)), snippetMax)}
-	switch {
-	case strings.HasPrefix(text, "not ok"):
-		return sinks.Permanent(fmt.Errorf("webhook %s: the mail gateway refused the message: %w", d.shown, se))
-	case strings.HasPrefix(text, "temporary failure"):
-		return fmt.Errorf("webhook %s: the mail gateway failed temporarily: %w", d.shown, se)
-	}
-	return nil
+	return d.verdict(resp)
 }
 
 // retryableStatus: the endpoint may take the message later.
@@ -142,6 +102,7 @@ func (d *delivery) checkRetry(ctx context.Context, resp *http.Response, err erro
 		if isCertError(err) {
 			// Retrying cannot help; the operator must fix trust.
 			d.giveUp = "the server's TLS certificate was not accepted"
+			d.untrusted = true
 			return false, errGiveUp
 		}
 		return d.retry(0, false)
@@ -158,15 +119,9 @@ func (d *delivery) checkRetry(ctx context.Context, resp *http.Response, err erro
 }
 
 func (d *delivery) retry(retryAfter time.Duration, hasRetryAfter bool) (bool, error) {
-	left := d.deadline.Sub(d.now())
-	if hasRetryAfter && retryAfter > left {
-		d.giveUp = fmt.Sprintf("the endpoint asked to retry after %s, beyond the %s left of the delivery budget",
-			retryAfter.Round(time.Second), max(0, left).Round(100*time.Millisecond))
-		return false, errGiveUp
-	}
-	wait := max(backoff(d.attempts), retryAfter)
-	if wait >= left {
-		d.giveUp = fmt.Sprintf("the delivery budget of %s would run out before the next attempt", d.budget)
+	wait, err := d.Sink.retry.Next(d.attempts, retryAfter, hasRetryAfter, d.deadline.Sub(d.now()))
+	if err != nil {
+		d.giveUp = err.Error()
 		return false, errGiveUp
 	}
 	d.wait = wait
@@ -176,12 +131,6 @@ func (d *delivery) retry(retryAfter time.Duration, hasRetryAfter bool) (bool, er
 			"err", msg, "retry_in", wait.Round(time.Millisecond).String())
 	}
 	return true, nil
-}
-
-// backoff is the wait after the n-th failed attempt.
-func backoff(n int) time.Duration {
-	d := min(backoffMax, backoffMin<<min(n-1, 16))
-	return d*3/4 + rand.N(d/2)
 }
 
 // retryAfter reads Retry-After, in seconds or as an HTTP date.
@@ -201,8 +150,8 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 
 // failed turns retryablehttp's error into the delivery's: cancelled by the
 // caller, or given up (budget spent, Retry-After beyond it, a TLS
-// problem), naming the attempts and the last failure. Both are
-// temporary.
+// problem), naming the attempts and the last failure. An untrusted
+// certificate makes the sink unavailable; the rest is temporary.
 func (d *delivery) failed(err error) error {
 	if perr := d.parent.Err(); perr != nil {
 		d.log.Debug("webhook delivery cancelled", "key", d.msg.Key, "attempts", d.attempts)
@@ -214,7 +163,7 @@ func (d *delivery) failed(err error) error {
 			// Not from an attempt: reading the body or signing it.
 			return err
 		}
-		reason = fmt.Sprintf("the delivery budget of %s is spent", d.budget)
+		reason = fmt.Sprintf("the delivery budget of %s is spent", d.Sink.retry.BudgetOrDefault())
 	}
 	last := d.last
 	if last == nil {
@@ -224,14 +173,16 @@ func (d *delivery) failed(err error) error {
 		d.now().Sub(d.start).Round(10*time.Millisecond), last)
 	d.log.Warn("webhook delivery failed; the message stays on the server", "key", d.msg.Key,
 		"attempts", d.attempts, "err", e)
+	if d.untrusted {
+		return sinks.Unavailable(e)
+	}
 	return e
 }
 
 // redirected reports a 3xx. Redirects are not followed: a POST to an
 // address nobody configured could carry the message and its credentials
-// elsewhere. It is a configuration problem, not the message's fault, so
-// the error is temporary: the job stops using this sink for the run and
-// the message waits on the server until the URL is fixed.
+// elsewhere. It is a configuration problem, not the message's fault: the
+// sink is unavailable until the URL is fixed.
 func (d *delivery) redirected(resp *http.Response) error {
 	se := &StatusError{Code: resp.StatusCode}
 	variable := "the sink's URL (POPHOOK_SINK_<NAME>_URL)"
@@ -246,7 +197,7 @@ func (d *delivery) redirected(resp *http.Response) error {
 		err = fmt.Errorf("webhook URL %s answered %w without a Location; check %s", d.shown, se, variable)
 	}
 	d.log.Warn("webhook URL redirects; the message stays on the server", "key", d.msg.Key, "err", err)
-	return err
+	return sinks.Unavailable(err)
 }
 
 // location is the redirect target, absolute and redacted.
@@ -254,7 +205,7 @@ func (d *delivery) location(resp *http.Response, raw string) string {
 	if u, err := resp.Location(); err == nil {
 		return redactURL(u)
 	}
-	return truncate(d.scrub(clean(raw)), snippetMax)
+	return truncate(d.creds.secrets.scrub(clean(raw)), snippetMax)
 }
 
 // StatusError is an HTTP answer the sink did not take as success.
@@ -273,7 +224,7 @@ func (e *StatusError) Error() string {
 }
 
 func (d *delivery) statusError(resp *http.Response) *StatusError {
-	return &StatusError{Code: resp.StatusCode, Body: d.snippet(resp.Body)}
+	return &StatusError{Code: resp.StatusCode, Body: d.creds.secrets.snippet(resp.Body)}
 }
 
 // transportError is err without the URL net/http wraps it in (its query

@@ -75,9 +75,9 @@ func TestRetryableStatuses(t *testing.T) {
 			if len(hits) != 2 {
 				t.Fatalf("%d requests, want 2", len(hits))
 			}
-			// The first retry waits about backoffMin (±25%).
+			// The first retry waits about sinks.DefaultRetryMin (±25%).
 			if gap := hits[1].at.Sub(hits[0].at); gap < 300*time.Millisecond {
-				t.Errorf("retried after %s, want a backoff of about %s", gap, backoffMin)
+				t.Errorf("retried after %s, want a backoff of about %s", gap, sinks.DefaultRetryMin)
 			}
 		})
 	}
@@ -128,7 +128,7 @@ func TestRetryAfterBeyondBudget(t *testing.T) {
 	s := newSink(t, Options{URL: rec.URL, Format: FormatRaw, Budget: 5 * time.Second})
 	start := time.Now()
 	err := deliver(t, s, message(testKey, sample))
-	if err == nil || sinks.IsPermanent(err) {
+	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary {
 		t.Fatalf("got %v, want a temporary error", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -146,7 +146,9 @@ func TestRetryAfterBeyondBudget(t *testing.T) {
 
 func TestPermanentStatuses(t *testing.T) {
 	t.Parallel()
-	for _, code := range []int{400, 401, 403, 404, 405, 410, 413, 415, 422} {
+	// 401, 403 and 407 make the sink unavailable instead: see
+	// TestAnswersThatMakeTheSinkUnavailable.
+	for _, code := range []int{400, 404, 405, 410, 413, 415, 422} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder(t, func(_ int, w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -155,7 +157,7 @@ func TestPermanentStatuses(t *testing.T) {
 			})
 			s := newSink(t, Options{URL: rec.URL, Format: FormatRaw})
 			err := deliver(t, s, message(testKey, sample))
-			if !sinks.IsPermanent(err) {
+			if sinks.Classify(err) != sinks.OutcomeRejected {
 				t.Fatalf("got %v, want a permanent error", err)
 			}
 			if n := len(rec.got()); n != 1 {
@@ -187,8 +189,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 			})
 			s := newSink(t, Options{Name: "helpdesk", URL: rec.URL + "/old", Format: FormatRaw})
 			err := deliver(t, s, message(testKey, sample))
-			if err == nil || sinks.IsPermanent(err) {
-				t.Fatalf("got %v, want a temporary error", err)
+			if sinks.Classify(err) != sinks.OutcomeUnavailable {
+				t.Fatalf("got %v (%s), want the sink unavailable", err, sinks.Classify(err))
 			}
 			if n := followed.Load(); n != 0 {
 				t.Errorf("the redirect target got %d requests", n)
@@ -280,7 +282,7 @@ func TestConnectionRefused(t *testing.T) {
 	srv.Close()
 	s := newSink(t, Options{URL: addr, Format: FormatRaw, Budget: 1500 * time.Millisecond})
 	err := deliver(t, s, message(testKey, sample))
-	if err == nil || sinks.IsPermanent(err) || !strings.Contains(err.Error(), "refused") {
+	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("got %v, want a temporary error naming the refused connection", err)
 	}
 }
@@ -298,7 +300,7 @@ func TestBudgetExhausted(t *testing.T) {
 	start := time.Now()
 	err := deliver(t, s, message(testKey, sample))
 	took := time.Since(start)
-	if err == nil || sinks.IsPermanent(err) {
+	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary {
 		t.Fatalf("got %v, want a temporary error", err)
 	}
 	if took > budget+timeout+500*time.Millisecond {
@@ -327,7 +329,7 @@ func TestBudgetCutsSlowRequest(t *testing.T) {
 	s := newSink(t, Options{URL: rec.URL, Format: FormatRaw, Budget: time.Second, Timeout: 5 * time.Second})
 	start := time.Now()
 	err := deliver(t, s, message(testKey, sample))
-	if err == nil || sinks.IsPermanent(err) || !strings.Contains(err.Error(), "budget") {
+	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary || !strings.Contains(err.Error(), "budget") {
 		t.Fatalf("got %v, want a temporary budget error", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -360,7 +362,7 @@ func TestCancel(t *testing.T) {
 		s := newSink(t, Options{URL: "http://127.0.0.1:1/"})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if err := s.Deliver(ctx, message(testKey, sample)); !errors.Is(err, context.Canceled) || sinks.IsPermanent(err) {
+		if err := s.Deliver(ctx, message(testKey, sample)); !errors.Is(err, context.Canceled) || sinks.Classify(err) != sinks.OutcomeTemporary {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -373,7 +375,7 @@ func checkCancel(t *testing.T, url string) {
 	time.AfterFunc(300*time.Millisecond, cancel)
 	start := time.Now()
 	err := s.Deliver(ctx, message(testKey, sample))
-	if !errors.Is(err, context.Canceled) || sinks.IsPermanent(err) {
+	if !errors.Is(err, context.Canceled) || sinks.Classify(err) != sinks.OutcomeTemporary {
 		t.Errorf("got %v, want a temporary error wrapping context.Canceled", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -391,8 +393,8 @@ func TestTLSUntrusted(t *testing.T) {
 	s := newSink(t, Options{URL: srv.URL, Format: FormatRaw})
 	start := time.Now()
 	err := deliver(t, s, message(testKey, sample))
-	if err == nil || sinks.IsPermanent(err) || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("got %v, want a temporary certificate error", err)
+	if sinks.Classify(err) != sinks.OutcomeUnavailable || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("got %v (%s), want the sink unavailable for its certificate", err, sinks.Classify(err))
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("took %s: a certificate problem is not retried", d)
@@ -435,9 +437,10 @@ func TestBodyReplay(t *testing.T) {
 				mu.Lock()
 				second = b
 				mu.Unlock()
+				io.WriteString(w, "ok")
 			}))
 			defer srv.Close()
-			s := newSink(t, Options{URL: srv.URL, Format: format, Secret: testSecret})
+			s := newSink(t, Options{URL: srv.URL, Format: format, Secret: Fixed(testSecret)})
 			if err := deliver(t, s, message(testKey, raw)); err != nil {
 				t.Fatal(err)
 			}
@@ -503,19 +506,6 @@ func TestRetryAfterParse(t *testing.T) {
 		got, ok := retryAfter(http.Header{"Retry-After": {c.v}}, now)
 		if got != c.want || ok != c.ok {
 			t.Errorf("Retry-After %q: %s %v, want %s %v", c.v, got, ok, c.want, c.ok)
-		}
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	for n := 1; n < 80; n++ {
-		base := min(backoffMax, backoffMin<<min(n-1, 16))
-		for range 50 {
-			d := backoff(n)
-			if d < base*3/4 || d >= base*5/4 {
-				t.Fatalf("backoff(%d) = %s, want within 25%% of %s", n, d, base)
-			}
 		}
 	}
 }

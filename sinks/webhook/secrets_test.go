@@ -3,10 +3,13 @@ package webhook
 import (
 	"encoding/base64"
 	"github.com/pophook/pophook/internal/testutil/syncbuf"
+	"github.com/pophook/pophook/sinks"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,8 +63,8 @@ func TestSecretsStayOut(t *testing.T) {
 		return u.String()
 	}
 	sinks := map[string]Options{
-		"userinfo": {Headers: http.Header{"X-Api-Key": {apiKey}}},
-		"bearer":   {Headers: http.Header{"Authorization": {"Bearer " + bearer}, "X-Api-Key": {apiKey}}},
+		"userinfo": {Headers: Fixed("X-Api-Key: " + apiKey)},
+		"bearer":   {Headers: Fixed("Authorization: Bearer " + bearer + "\nX-Api-Key: " + apiKey)},
 	}
 	var errs []string
 	for name, opts := range sinks {
@@ -74,7 +77,7 @@ func TestSecretsStayOut(t *testing.T) {
 			if name == "userinfo" {
 				opts.URL = withUser(base, path)
 			}
-			opts.Secret = testSecret
+			opts.Secret = Fixed(testSecret)
 			opts.Format = FormatForm
 			opts.Budget = 1200 * time.Millisecond
 			opts.Logger = logger.With("sink", name)
@@ -116,7 +119,7 @@ func TestSecretsStayOut(t *testing.T) {
 
 func TestSnippet(t *testing.T) {
 	t.Parallel()
-	s := &Sink{secrets: []string{"tok-123456", "abc"}}
+	s := scrubber{"tok-123456", "abc"}
 	cases := []struct{ in, want string }{
 		{"", ""},
 		{"  plain  text \r\n\r\n more\t", "plain text more"},
@@ -153,5 +156,74 @@ func TestRedactURL(t *testing.T) {
 	}
 	if u.String() != "https://user:pw@example.com:8443/a/b?token=t0k&x=1&x=2#frag" {
 		t.Error("redactURL changed its argument")
+	}
+}
+
+// fileSource reads a secret from a file at every call, as a *_FILE
+// variable does.
+func fileSource(path string) Source {
+	return func() (string, error) {
+		b, err := os.ReadFile(path)
+		return strings.TrimRight(string(b), "\r\n"), err
+	}
+}
+
+// TestRotatedSecretsAreUsed: the signing secret and the extra headers are
+// read at every delivery, so a token rotated in a file is used from the
+// next message on (they were once read at start-up only, and every
+// message after a rotation got a 401).
+func TestRotatedSecretsAreUsed(t *testing.T) {
+	t.Parallel()
+	const newSecret = "whsec_c2Vjb25kLWtleS1mb3ItdGhlLXJvdGF0aW9uLXRlc3Q="
+	dir := t.TempDir()
+	secretFile, headersFile := filepath.Join(dir, "secret"), filepath.Join(dir, "headers")
+	write := func(path, content string) {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(secretFile, testSecret+"\n")
+	write(headersFile, "Authorization: Bearer token-one\n")
+	rec := newRecorder(t, nil)
+	s := newSink(t, Options{URL: rec.URL, Format: FormatRaw, Secret: fileSource(secretFile), Headers: fileSource(headersFile)})
+	if err := deliver(t, s, message("k1", sample)); err != nil {
+		t.Fatal(err)
+	}
+	write(secretFile, newSecret)
+	write(headersFile, "Authorization: Bearer token-two\nX-Round: 2")
+	if err := deliver(t, s, message("k2", sample)); err != nil {
+		t.Fatal(err)
+	}
+	hits := rec.got()
+	if len(hits) != 2 {
+		t.Fatalf("%d requests", len(hits))
+	}
+	if got := hits[0].header.Get("Authorization"); got != "Bearer token-one" {
+		t.Errorf("first request: Authorization %q", got)
+	}
+	if got := hits[1].header.Get("Authorization"); got != "Bearer token-two" || hits[1].header.Get("X-Round") != "2" {
+		t.Errorf("second request: Authorization %q, X-Round %q; want the rotated headers", got, hits[1].header.Get("X-Round"))
+	}
+	if err := verifyStandardWebhook(testSecret, hits[0].header, hits[0].body, time.Now()); err != nil {
+		t.Errorf("first request, old secret: %v", err)
+	}
+	if err := verifyStandardWebhook(newSecret, hits[1].header, hits[1].body, time.Now()); err != nil {
+		t.Errorf("second request, rotated secret: %v", err)
+	}
+
+	// A secret that cannot be read makes the sink unavailable: no
+	// message can be signed until it is fixed.
+	os.Remove(secretFile)
+	err := deliver(t, s, message("k3", sample))
+	if sinks.Classify(err) != sinks.OutcomeUnavailable || len(rec.got()) != 2 {
+		t.Errorf("unreadable secret: %v (%s), %d requests", err, sinks.Classify(err), len(rec.got()))
+	}
+	// A rotated header file that is wrong is caught the same way, and its
+	// error does not show the value.
+	write(secretFile, testSecret)
+	write(headersFile, "Authorization Bearer token-three")
+	err = deliver(t, s, message("k4", sample))
+	if sinks.Classify(err) != sinks.OutcomeUnavailable || strings.Contains(err.Error(), "token-three") {
+		t.Errorf("bad header file: %v (%s)", err, sinks.Classify(err))
 	}
 }

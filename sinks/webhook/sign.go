@@ -16,11 +16,11 @@ import (
 // "id.timestamp.body". The body is streamed from the staged file or the
 // spool, never held in memory. Without a secret it does nothing.
 func (d *delivery) sign(h http.Header) error {
-	if d.key == nil {
+	if d.creds.key == nil {
 		return nil
 	}
 	ts := strconv.FormatInt(d.now().Unix(), 10)
-	mac := hmac.New(sha256.New, d.key)
+	mac := hmac.New(sha256.New, d.creds.key)
 	io.WriteString(mac, d.msg.Key+"."+ts+".")
 	if _, err := io.Copy(mac, io.NewSectionReader(d.body, 0, d.size)); err != nil {
 		return fmt.Errorf("webhook %s: reading the request body to sign it: %w", d.shown, err)

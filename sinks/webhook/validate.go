@@ -67,3 +67,32 @@ func CheckHeader(name, value string) error {
 	}
 	return nil
 }
+
+// ParseHeaders reads extra headers given as "Name: value" lines, separated
+// by newlines or by a literal `\n` (an env file cannot hold a newline).
+// Blank lines and lines starting with # are skipped. Values are secrets
+// (bearer tokens), so errors name the line and the header but never show
+// a value.
+func ParseHeaders(s string) (http.Header, []error) {
+	h := http.Header{}
+	var errs []error
+	s = strings.ReplaceAll(s, `\n`, "\n")
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if !ok {
+			errs = append(errs, fmt.Errorf("line %d: not a \"Name: value\" header", i+1))
+			continue
+		}
+		if err := CheckHeader(name, value); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %w", i+1, err))
+			continue
+		}
+		h.Add(name, value)
+	}
+	return h, errs
+}

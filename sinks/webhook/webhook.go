@@ -14,10 +14,12 @@
 // written once per delivery to a private temporary file, raw bodies are
 // read from the spool, and every attempt replays from there.
 //
-// The sink owns its retries (retry.go): 2xx is success; 408, 425, 429, 5xx
-// and network errors are retried with backoff within a time budget; a
-// redirect is a configuration problem; any other status is a permanent
-// rejection of the message.
+// The sink owns its retries (retry.go, with the policy of sinks.Retry) and
+// its verdicts (verdict.go): 2xx is success unless the body says
+// otherwise (a mail gateway's "not ok", an auth proxy's HTML login page);
+// 408, 425, 429, 5xx and network errors are retried within a time budget;
+// refused credentials, a redirect or an untrusted certificate make the
+// sink unavailable; any other 4xx rejects the message.
 package webhook
 
 import (
@@ -52,11 +54,20 @@ const (
 
 const (
 	defaultTimeout   = 30 * time.Second
-	defaultBudget    = 45 * time.Second
 	defaultFormField = "message"
 	defaultUserAgent = "pophook/dev"
 	secretPrefix     = "whsec_"
 )
+
+var _ sinks.Sink = (*Sink)(nil)
+
+// Source returns a secret at the moment it is needed. The sink calls it
+// for every delivery, so a token that a sidecar rotates in a file is used
+// from the next message on, without a restart.
+type Source func() (string, error)
+
+// Fixed is a Source that always returns s.
+func Fixed(s string) Source { return func() (string, error) { return s, nil } }
 
 // Options configure a Sink. Only URL is required.
 type Options struct {
@@ -68,21 +79,30 @@ type Options struct {
 	URL string
 	// Format is "json" (the default), "raw" or "form".
 	Format string
-	// Secret is a Standard Webhooks secret, "whsec_" + base64 of the key;
-	// "" sends no signature headers.
-	Secret string
-	// Headers are extra request headers. Their values are treated as
-	// secrets (bearer tokens): never logged, never in errors.
-	Headers http.Header
+	// Secret gives the Standard Webhooks secret, "whsec_" + base64 of
+	// the key; nil sends no signature headers.
+	Secret Source
+	// Headers gives extra request headers as "Name: value" lines (see
+	// ParseHeaders). Their values are treated as secrets (bearer tokens):
+	// never logged, never in errors.
+	Headers Source
 	// Timeout bounds one request, from dialling to the end of the
 	// response; default 30s.
 	Timeout time.Duration
 	// Budget bounds one delivery, all attempts and waits included;
-	// default 45s.
+	// default sinks.DefaultBudget.
 	Budget time.Duration
-	// FormField is the name of the file field holding the message in
+	// FormField is the name of the form field holding the message in
 	// format "form"; default "message".
 	FormField string
+	// FormFilename, when set, gives the message part of format "form" a
+	// file name, for endpoints that take it as a file upload (multer,
+	// Django's request.FILES). Request Tracker needs it unset.
+	FormFilename string
+	// AcceptHTML makes a 2xx answer that is an HTML page count as
+	// delivered (json and raw). Off by default: such a page is what an
+	// auth proxy's login form or a captive portal answers.
+	AcceptHTML bool
 	// FormFields are plain fields sent before the file field, in order,
 	// e.g. {"queue", "General"}, {"action", "correspond"}.
 	FormFields [][2]string
@@ -105,40 +125,48 @@ type Options struct {
 // Sink delivers messages to one webhook endpoint. It is safe for
 // concurrent use.
 type Sink struct {
-	name        string
-	url         string // without userinfo
-	shown       string // redacted, for logs and errors
-	user        *url.Userinfo
-	format      string
-	key         []byte // Standard Webhooks key; nil: no signature
-	headers     http.Header
-	budget      time.Duration
-	timeout     time.Duration
-	formField   string
-	formFields  [][2]string
-	payloadOpts payload.Options
-	tempDir     string
-	userAgent   string
-	client      *http.Client
-	log         *slog.Logger
-	secrets     []string // scrubbed from response snippets
-	now         func() time.Time
+	name         string
+	url          string // without userinfo
+	shown        string // redacted, for logs and errors
+	user         *url.Userinfo
+	format       string
+	secret       Source // nil: no signature
+	headers      Source // nil: no extra headers
+	retry        sinks.Retry
+	timeout      time.Duration
+	formField    string
+	formFilename string
+	formFields   [][2]string
+	acceptHTML   bool
+	payloadOpts  payload.Options
+	tempDir      string
+	userAgent    string
+	client       *http.Client
+	log          *slog.Logger
+	secrets      scrubber // the URL's: scrubbed from response snippets
+	now          func() time.Time
 }
 
-// New checks opts and returns a sink. Its errors never quote the URL's
-// password, the secret or header values.
+// New checks opts and returns a sink. The secret and headers are read and
+// checked once here, so that a wrong one stops start-up, and again at
+// every delivery. Its errors never quote the URL's password, the secret
+// or header values. New touches no file.
 func New(opts Options) (*Sink, error) {
 	s := &Sink{
-		name:       opts.Name,
-		format:     opts.Format,
-		timeout:    opts.Timeout,
-		budget:     opts.Budget,
-		formField:  opts.FormField,
-		formFields: opts.FormFields,
-		tempDir:    opts.TempDir,
-		userAgent:  opts.UserAgent,
-		log:        opts.Logger,
-		now:        time.Now,
+		name:         opts.Name,
+		format:       opts.Format,
+		timeout:      opts.Timeout,
+		retry:        sinks.Retry{Budget: opts.Budget},
+		secret:       opts.Secret,
+		headers:      opts.Headers,
+		formField:    opts.FormField,
+		formFilename: opts.FormFilename,
+		formFields:   opts.FormFields,
+		acceptHTML:   opts.AcceptHTML,
+		tempDir:      opts.TempDir,
+		userAgent:    opts.UserAgent,
+		log:          opts.Logger,
+		now:          time.Now,
 		payloadOpts: payload.Options{
 			InlineLimit: opts.InlineLimit,
 			IncludeRaw:  opts.IncludeRaw,
@@ -154,22 +182,11 @@ func New(opts Options) (*Sink, error) {
 	default:
 		return nil, fmt.Errorf("webhook %s: format %q is not json, raw or form", s.shown, s.format)
 	}
-	if opts.Secret != "" {
-		key, err := SecretKey(opts.Secret)
-		if err != nil {
-			return nil, fmt.Errorf("webhook %s: the secret is %w", s.shown, err)
-		}
-		s.key = key
-		s.secrets = append(s.secrets, opts.Secret, strings.TrimPrefix(opts.Secret, secretPrefix))
-	}
-	if err := s.setHeaders(opts.Headers); err != nil {
+	if _, err := s.credentials(); err != nil {
 		return nil, err
 	}
 	if s.timeout <= 0 {
 		s.timeout = defaultTimeout
-	}
-	if s.budget <= 0 {
-		s.budget = defaultBudget
 	}
 	if s.formField == "" {
 		s.formField = defaultFormField
@@ -178,6 +195,9 @@ func New(opts Options) (*Sink, error) {
 		if f[0] == "" {
 			return nil, fmt.Errorf("webhook %s: a form field has no name", s.shown)
 		}
+	}
+	if strings.ContainsAny(s.formField+s.formFilename, "\"\r\n") {
+		return nil, fmt.Errorf("webhook %s: the form field name and file name cannot hold quotes or line breaks", s.shown)
 	}
 	if s.tempDir == "" {
 		s.tempDir = os.TempDir()
@@ -188,8 +208,6 @@ func New(opts Options) (*Sink, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	// Longest first, so a secret holding another is replaced whole.
-	slices.SortFunc(s.secrets, func(a, b string) int { return len(b) - len(a) })
 	s.log = s.log.With("url", s.shown)
 
 	var c http.Client
@@ -236,34 +254,64 @@ func (s *Sink) setURL(raw string) error {
 	return nil
 }
 
-func (s *Sink) setHeaders(h http.Header) error {
-	s.headers = make(http.Header, len(h))
-	for name, values := range h {
-		canon := http.CanonicalHeaderKey(name)
-		if canon == "Authorization" && s.user != nil {
-			return fmt.Errorf("webhook %s: both the URL's user:password and an Authorization header are set; use one", s.shown)
-		}
-		for _, v := range values {
-			if err := CheckHeader(name, v); err != nil {
-				return fmt.Errorf("webhook %s: header: %w", s.shown, err)
-			}
-			s.headers.Add(canon, v)
-			s.secrets = append(s.secrets, v)
-			// "Bearer <token>": the token alone may be echoed too.
-			if _, tok, ok := strings.Cut(v, " "); ok {
-				s.secrets = append(s.secrets, strings.TrimSpace(tok))
-			}
-		}
-	}
-	return nil
+// creds is what one delivery authenticates with, read from the sources
+// at its start.
+type creds struct {
+	key     []byte // Standard Webhooks key; nil: no signature
+	headers http.Header
+	secrets scrubber // every secret value, for scrubbing echoes
 }
 
-// Deliver POSTs m and returns nil once the endpoint answered 2xx, an error
-// marked sinks.Permanent when it rejected the message (4xx other than 408,
-// 425, 429), and a temporary error otherwise: the budget spent on
-// retries, a redirect (a configuration problem), a TLS failure, or ctx
-// cancelled. Staging, every attempt and every wait run under one
-// deadline, Budget, so it returns within about Budget.
+// credentials reads the secret and the extra headers now and checks them.
+func (s *Sink) credentials() (*creds, error) {
+	c := &creds{secrets: slices.Clone(s.secrets)}
+	if s.secret != nil {
+		secret, err := s.secret()
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: reading the signing secret: %w", s.shown, err)
+		}
+		if secret != "" {
+			if c.key, err = SecretKey(secret); err != nil {
+				return nil, fmt.Errorf("webhook %s: the secret is %w", s.shown, err)
+			}
+			c.secrets = append(c.secrets, secret, strings.TrimPrefix(secret, secretPrefix))
+		}
+	}
+	if s.headers != nil {
+		text, err := s.headers()
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: reading the extra headers: %w", s.shown, err)
+		}
+		h, errs := ParseHeaders(text)
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("webhook %s: extra headers: %w", s.shown, errors.Join(errs...))
+		}
+		if h.Get("Authorization") != "" && s.user != nil {
+			return nil, fmt.Errorf("webhook %s: both the URL's user:password and an Authorization header are set; use one", s.shown)
+		}
+		for _, values := range h {
+			for _, v := range values {
+				c.secrets = append(c.secrets, v)
+				// "Bearer <token>": the token alone may be echoed too.
+				if _, tok, ok := strings.Cut(v, " "); ok {
+					c.secrets = append(c.secrets, strings.TrimSpace(tok))
+				}
+			}
+		}
+		c.headers = h
+	}
+	c.secrets.sort()
+	return c, nil
+}
+
+// Deliver POSTs m and returns nil once the endpoint took it (see
+// verdict.go), an error marked sinks.Reject when it rejected the message,
+// one marked sinks.Unavailable when the endpoint cannot take anything
+// until someone fixes something (credentials refused, a redirect, an
+// untrusted certificate, an HTML login page, an unreadable secret), and a
+// temporary error otherwise (the budget spent on retries, ctx cancelled).
+// Staging, every attempt and every wait run under one deadline, Budget,
+// so it returns within about Budget.
 func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	if m == nil || m.Key == "" || m.Raw == nil {
 		return fmt.Errorf("webhook %s: message has no idempotency key or no content", s.shown)
@@ -272,7 +320,11 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 		return fmt.Errorf("webhook %s: delivery cancelled: %w", s.shown, err)
 	}
 	start := s.now()
-	bctx, cancel := context.WithTimeout(ctx, s.budget)
+	c, err := s.credentials()
+	if err != nil {
+		return sinks.Unavailable(err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, s.retry.BudgetOrDefault())
 	defer cancel()
 
 	body, size, contentType, cleanup, err := s.stage(bctx, m)
@@ -284,7 +336,7 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	}
 	defer cleanup()
 
-	d := &delivery{Sink: s, msg: m, ctx: bctx, parent: ctx, start: start, body: body, size: size}
+	d := &delivery{Sink: s, creds: c, msg: m, ctx: bctx, parent: ctx, start: start, body: body, size: size}
 	d.deadline, _ = bctx.Deadline()
 	return d.run(contentType)
 }
@@ -330,10 +382,11 @@ func (s *Sink) stage(ctx context.Context, m *sinks.Message) (body io.ReaderAt, s
 
 // writeForm writes the multipart/form-data body: the plain fields in
 // order, then the message in the field formField, typed message/rfc822
-// but without a file name, as rt-mailgate sends it: Request Tracker (and
-// Plack, CGI.pm and most frameworks) take a part with a file name for an
-// upload and leave the form field empty. It returns the Content-Type with
-// the boundary.
+// and, by default, without a file name, as rt-mailgate sends it: Request
+// Tracker (Plack, CGI.pm) takes a part with a file name for an upload and
+// leaves the form field empty. Endpoints that want an upload (multer,
+// Django) get the file name FormFilename. It returns the Content-Type
+// with the boundary.
 func (s *Sink) writeForm(w io.Writer, m *sinks.Message) (string, error) {
 	mw := multipart.NewWriter(w)
 	for _, f := range s.formFields {
@@ -342,7 +395,11 @@ func (s *Sink) writeForm(w io.Writer, m *sinks.Message) (string, error) {
 		}
 	}
 	h := make(textproto.MIMEHeader)
-	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q`, s.formField))
+	disposition := fmt.Sprintf(`form-data; name="%s"`, s.formField)
+	if s.formFilename != "" {
+		disposition += fmt.Sprintf(`; filename="%s"`, s.formFilename)
+	}
+	h.Set("Content-Disposition", disposition)
 	h.Set("Content-Type", "message/rfc822")
 	pw, err := mw.CreatePart(h)
 	if err != nil {
@@ -380,7 +437,7 @@ func (d *delivery) request(contentType string) (*retryablehttp.Request, error) {
 	req.ContentLength = d.size
 	h := req.Header
 	h.Set("User-Agent", d.userAgent)
-	for name, values := range d.headers {
+	for name, values := range d.creds.headers {
 		h[name] = append([]string(nil), values...)
 	}
 	h.Set("Content-Type", contentType)

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -94,13 +96,39 @@ func newRecorder(t *testing.T, handle func(n int, w http.ResponseWriter, r *http
 		rec.hits = append(rec.hits, h)
 		rec.mu.Unlock()
 		if handle == nil {
-			w.WriteHeader(http.StatusOK)
+			// "ok" is what a mail gateway must say for format form.
+			io.WriteString(w, "ok\n")
 			return
 		}
-		handle(n, w, r, body)
+		ow := &okWriter{ResponseWriter: w, code: http.StatusOK}
+		handle(n, ow, r, body)
+		ow.finish()
 	}))
 	t.Cleanup(rec.Close)
 	return rec
+}
+
+// okWriter gives a 2xx answer without a body the body "ok", which format
+// form needs to count it as delivered (a mail gateway's receipt).
+type okWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *okWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
+func (w *okWriter) Write(p []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(p)
+}
+func (w *okWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.wrote = true
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+func (w *okWriter) finish() {
+	if !w.wrote && w.code/100 == 2 && w.code != http.StatusNoContent {
+		io.WriteString(w.ResponseWriter, "ok\n")
+	}
 }
 
 func (rec *recorder) got() []hit {
@@ -270,6 +298,33 @@ func TestFormFormat(t *testing.T) {
 	}
 }
 
+// TestFormFilename: endpoints that want a file upload (multer, Django's
+// request.FILES) get the message part with a file name.
+func TestFormFilename(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseMultipartForm(1 << 20); err != nil {
+			t.Errorf("ParseMultipartForm: %v", err)
+			return
+		}
+		f, fh, err := r.FormFile("message")
+		if err != nil {
+			t.Errorf("no uploaded file in field message: %v", err)
+			return
+		}
+		got, _ := io.ReadAll(f)
+		if fh.Filename != "message.eml" || fh.Header.Get("Content-Type") != "message/rfc822" || !bytes.Equal(got, sample) {
+			t.Errorf("upload %q (%s), %d bytes", fh.Filename, fh.Header.Get("Content-Type"), len(got))
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	s := newSink(t, Options{URL: srv.URL, Format: FormatForm, FormFilename: "message.eml"})
+	if err := deliver(t, s, message("k1", sample)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFormFieldName(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +336,7 @@ func TestFormFieldName(t *testing.T) {
 		if got := r.FormValue("eml"); got != string(sample) {
 			t.Errorf("field eml = %q, want the message", got)
 		}
+		io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
 	s := newSink(t, Options{URL: srv.URL, Format: FormatForm, FormField: "eml"})
@@ -339,9 +395,9 @@ func TestHeadersAndSignature(t *testing.T) {
 	s := newSink(t, Options{
 		URL:       u.String(),
 		Format:    FormatRaw,
-		Secret:    testSecret,
+		Secret:    Fixed(testSecret),
 		UserAgent: "pophook/1.2.3",
-		Headers:   http.Header{"X-Api-Key": {"key-123"}, "X-Tenant": {"acme", "beta"}},
+		Headers:   Fixed("X-Api-Key: key-123\nX-Tenant: acme\nX-Tenant: beta"),
 	})
 	if err := deliver(t, s, message(testKey, sample)); err != nil {
 		t.Fatal(err)
@@ -385,7 +441,7 @@ func TestSignatureAcrossFormats(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder(t, nil)
-			s := newSink(t, Options{URL: rec.URL, Format: format, Secret: testSecret})
+			s := newSink(t, Options{URL: rec.URL, Format: format, Secret: Fixed(testSecret)})
 			if err := deliver(t, s, message(testKey, sample)); err != nil {
 				t.Fatal(err)
 			}
@@ -453,7 +509,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	})
-	s := newSink(t, Options{URL: rec.URL, Format: FormatForm, Secret: testSecret})
+	s := newSink(t, Options{URL: rec.URL, Format: FormatForm, Secret: Fixed(testSecret)})
 	var wg sync.WaitGroup
 	for i := range 12 {
 		wg.Go(func() {
@@ -486,10 +542,10 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.format != FormatJSON || s.timeout != 30*time.Second || s.budget != 45*time.Second ||
+	if s.format != FormatJSON || s.timeout != 30*time.Second || s.retry.BudgetOrDefault() != 45*time.Second ||
 		s.formField != "message" || s.userAgent != "pophook/dev" || s.tempDir != os.TempDir() {
 		t.Errorf("defaults: format %q timeout %s budget %s field %q UA %q temp %q",
-			s.format, s.timeout, s.budget, s.formField, s.userAgent, s.tempDir)
+			s.format, s.timeout, s.retry.BudgetOrDefault(), s.formField, s.userAgent, s.tempDir)
 	}
 
 	base := &http.Client{}
@@ -510,15 +566,15 @@ func TestNew(t *testing.T) {
 		{Options{URL: "/relative"}, "not an absolute http or https URL"},
 		{Options{URL: "http://user:" + pass + "@host:port/"}, "not a valid URL"},
 		{Options{URL: "http://user:" + pass + "@host/", Format: "xml"}, `format "xml"`},
-		{Options{URL: "http://host/", Secret: "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "not a Standard Webhooks secret"},
-		{Options{URL: "http://host/", Secret: "whsec_!!!" + pass}, "not a Standard Webhooks secret"},
-		{Options{URL: "http://host/", Secret: "whsec_"}, "not a Standard Webhooks secret"},
-		{Options{URL: "http://host/", Headers: http.Header{"Idempotency-Key": {"x"}}}, "Idempotency-Key is set by pophook"},
-		{Options{URL: "http://host/", Headers: http.Header{"webhook-signature": {"x"}}}, "Webhook-Signature is set by pophook"},
-		{Options{URL: "http://host/", Headers: http.Header{"Content-Type": {"x"}}}, "Content-Type is set by pophook"},
-		{Options{URL: "http://host/", Headers: http.Header{"Bad Name": {"x"}}}, "not a header name"},
-		{Options{URL: "http://host/", Headers: http.Header{"X-Token": {pass + "\r\nX-Evil: 1"}}}, "control characters"},
-		{Options{URL: "http://u:" + pass + "@host/", Headers: http.Header{"Authorization": {"Bearer " + pass}}}, "use one"},
+		{Options{URL: "http://host/", Secret: Fixed("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")}, "not a Standard Webhooks secret"},
+		{Options{URL: "http://host/", Secret: Fixed("whsec_!!!" + pass)}, "not a Standard Webhooks secret"},
+		{Options{URL: "http://host/", Secret: Fixed("whsec_")}, "not a Standard Webhooks secret"},
+		{Options{URL: "http://host/", Headers: Fixed("Idempotency-Key: x")}, "Idempotency-Key is set by pophook"},
+		{Options{URL: "http://host/", Headers: Fixed("webhook-signature: x")}, "Webhook-Signature is set by pophook"},
+		{Options{URL: "http://host/", Headers: Fixed("Content-Type: x")}, "Content-Type is set by pophook"},
+		{Options{URL: "http://host/", Headers: Fixed("Bad Name: x")}, "not a header name"},
+		{Options{URL: "http://host/", Headers: Fixed("X-Token: " + pass + "\x01X-Evil: 1")}, "control characters"},
+		{Options{URL: "http://u:" + pass + "@host/", Headers: Fixed("Authorization: Bearer " + pass)}, "use one"},
 		{Options{URL: "http://host/", FormFields: [][2]string{{"", "v"}}}, "no name"},
 	}
 	for _, c := range bad {
@@ -537,26 +593,132 @@ func TestNew(t *testing.T) {
 }
 
 // TestMailGatewayVerdict: Request Tracker's mail gateway answers 200 and
-// says in the body whether it filed the message.
+// says in the body whether it filed the message. As rt-mailgate does, only
+// a body starting with "ok" is a delivery; an auth proxy's login page, an
+// empty body or anything else is not (those were once taken for success
+// and the mail deleted).
 func TestMailGatewayVerdict(t *testing.T) {
 	t.Parallel()
+	const login = "<!DOCTYPE html>\n<html><head><title>Sign in - Authelia</title></head><body>...</body></html>"
 	for _, tc := range []struct {
-		body     string
-		ok, perm bool
+		body, contentType string
+		want              sinks.Outcome
+		says              string
 	}{
-		{"ok\nTicket: 42\n", true, false},
-		{"not ok - Couldn't load queue General", false, true},
-		{"temporary failure - database is down", false, false},
-		{"", true, false},
+		{"ok\nTicket: 42\n", "text/plain", sinks.OutcomeDelivered, ""},
+		{"ok", "", sinks.OutcomeDelivered, ""},
+		{"not ok - Couldn't load queue General", "text/plain", sinks.OutcomeRejected, "not ok - Couldn't load queue General"},
+		{"temporary failure - database is down", "text/plain", sinks.OutcomeTemporary, "temporary failure - database is down"},
+		{"", "", sinks.OutcomeTemporary, "empty body"},
+		{login, "text/html; charset=utf-8", sinks.OutcomeTemporary, `HTML page ("Sign in - Authelia")`},
+		{"Okay, thanks\n", "text/plain", sinks.OutcomeTemporary, `did not answer "ok"`},
+		{"<html><body>ok</body></html>", "", sinks.OutcomeTemporary, "HTML page"},
+		{" ok", "text/plain", sinks.OutcomeTemporary, `did not answer "ok"`},
+		{"Error\nsecond line\n", "text/plain", sinks.OutcomeTemporary, `"Error"`},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tc.contentType != "" {
+				w.Header().Set("Content-Type", tc.contentType)
+			}
 			io.WriteString(w, tc.body)
 		}))
-		s := newSink(t, Options{URL: srv.URL, Format: FormatForm})
+		s := newSink(t, Options{URL: srv.URL, Format: FormatForm, Budget: 300 * time.Millisecond})
 		err := deliver(t, s, message("k1", sample))
 		srv.Close()
-		if (err == nil) != tc.ok || sinks.IsPermanent(err) != tc.perm {
-			t.Errorf("body %q: err = %v (permanent %v), want ok=%v permanent=%v", tc.body, err, sinks.IsPermanent(err), tc.ok, tc.perm)
+		if got := sinks.Classify(err); got != tc.want {
+			t.Errorf("body %q: err = %v (%s), want %s", tc.body, err, got, tc.want)
+			continue
 		}
+		if err != nil && !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("body %q: error %q does not say %q", tc.body, err, tc.says)
+		}
+		if err != nil && strings.Contains(err.Error(), "second line") {
+			t.Errorf("body %q: the error quotes more than the first line: %q", tc.body, err)
+		}
+	}
+}
+
+// TestHTMLAnswerIsNotADelivery: a 2xx HTML page in answer to json or raw
+// (an auth proxy's login form) makes the sink unavailable, unless the
+// operator said the receiver answers HTML.
+func TestHTMLAnswerIsNotADelivery(t *testing.T) {
+	t.Parallel()
+	pages := []struct{ body, contentType string }{
+		{"<!DOCTYPE html><html><head><title>Log in &middot; Traefik</title></head></html>", "text/html"},
+		{"\n  <!doctype HTML>\n<html><title>Portal</title>", "application/octet-stream"},
+		{"<HTML><BODY>Please log in</BODY></HTML>", ""},
+		{`{"status":"accepted"}`, "text/html; charset=utf-8"},
+	}
+	for _, format := range []string{FormatJSON, FormatRaw} {
+		for _, p := range pages {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if p.contentType != "" {
+					w.Header().Set("Content-Type", p.contentType)
+				}
+				io.WriteString(w, p.body)
+			}))
+			s := newSink(t, Options{Name: "helpdesk", URL: srv.URL, Format: format})
+			err := deliver(t, s, message("k1", sample))
+			if sinks.Classify(err) != sinks.OutcomeUnavailable || !strings.Contains(err.Error(), "HTML page") ||
+				!strings.Contains(err.Error(), "POPHOOK_SINK_HELPDESK_ACCEPT_HTML=true") {
+				t.Errorf("%s, %q: err = %v (%s), want unavailable naming the opt-out", format, p.body, err, sinks.Classify(err))
+			}
+			accepting := newSink(t, Options{URL: srv.URL, Format: format, AcceptHTML: true})
+			if err := deliver(t, accepting, message("k1", sample)); err != nil {
+				t.Errorf("%s, %q with AcceptHTML: %v", format, p.body, err)
+			}
+			srv.Close()
+		}
+	}
+	// A JSON receipt, a plain "ok" and an empty 204 are deliveries.
+	for _, body := range []string{`{"ok":true}`, "ok", ""} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if body == "" {
+				w.WriteHeader(http.StatusNoContent)
+			}
+			io.WriteString(w, body)
+		}))
+		s := newSink(t, Options{URL: srv.URL})
+		if err := deliver(t, s, message("k1", sample)); err != nil {
+			t.Errorf("body %q: %v", body, err)
+		}
+		srv.Close()
+	}
+}
+
+// TestAnswersThatMakeTheSinkUnavailable: refused credentials and
+// redirects are not the message's fault.
+func TestAnswersThatMakeTheSinkUnavailable(t *testing.T) {
+	t.Parallel()
+	for _, code := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired, http.StatusFound, http.StatusPermanentRedirect} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if code/100 == 3 {
+				w.Header().Set("Location", "https://elsewhere.example/hook")
+			}
+			w.WriteHeader(code)
+		}))
+		s := newSink(t, Options{Name: "helpdesk", URL: srv.URL})
+		err := deliver(t, s, message("k1", sample))
+		srv.Close()
+		if sinks.Classify(err) != sinks.OutcomeUnavailable || !strings.Contains(err.Error(), "POPHOOK_SINK_HELPDESK_") {
+			t.Errorf("HTTP %d: err = %v (%s), want unavailable naming a variable", code, err, sinks.Classify(err))
+		}
+	}
+}
+
+// TestTooLargeSaysWhichLimit: a 413 is a rejection of this message whose
+// error says what to raise.
+func TestTooLargeSaysWhichLimit(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		io.WriteString(w, "<html><head><title>413 Request Entity Too Large</title></head></html>")
+	}))
+	defer srv.Close()
+	s := newSink(t, Options{URL: srv.URL, Format: FormatRaw})
+	err := deliver(t, s, message("k1", sample))
+	if sinks.Classify(err) != sinks.OutcomeRejected || !strings.Contains(err.Error(), "client_max_body_size") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("%d bytes", len(sample))) {
+		t.Errorf("err = %v (%s)", err, sinks.Classify(err))
 	}
 }
