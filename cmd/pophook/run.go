@@ -133,22 +133,26 @@ func newSink(sc *config.Sink, spool string, log *slog.Logger) (worker.Sink, erro
 	case config.SinkMaildir:
 		return maildir.New(sc.Path, log)
 	case config.SinkWebhook:
-		secret, err := sc.Secret.Reveal()
-		if err != nil {
-			return nil, err
-		}
 		inline := sc.InlineLimit
 		if inline == 0 {
 			inline = -1 // INLINE_LIMIT=0: no attachment content at all
 		}
 		return webhook.New(webhook.Options{
-			Name: sc.Name, URL: sc.URL, Format: sc.Format, Secret: secret, Headers: sc.Headers,
-			Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFields: sc.FormFields,
+			Name: sc.Name, URL: sc.URL, Format: sc.Format, Secret: source(sc.Secret), Headers: source(sc.Headers),
+			Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFilename: sc.FormFilename, FormFields: sc.FormFields, AcceptHTML: sc.AcceptHTML,
 			InlineLimit: inline, IncludeRaw: sc.IncludeRaw,
 			TempDir: spool, UserAgent: "pophook/" + version, Logger: log,
 		})
 	}
 	return nil, &exitError{code: 2, err: fmt.Errorf("POPHOOK_SINK_%s_TYPE: sink type %q is not available in this version of pophook", strings.ToUpper(sc.Name), sc.Type)}
+}
+
+// source reads a configured secret at every use; nil when it is not set.
+func source(s config.Secret) webhook.Source {
+	if !s.IsSet() {
+		return nil
+	}
+	return s.Reveal
 }
 
 // cleanSpool makes the spool directory and removes what a killed process

@@ -10,11 +10,14 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/pophook/pophook/sinks/webhook"
 )
 
 // Config is the whole configuration.
@@ -85,10 +88,12 @@ type Sink struct {
 	Type string // SinkWebhook, SinkMaildir or SinkSMTP
 
 	// webhook
-	URL     string      // absolute http(s) URL; may carry user:password
-	Format  string      // json, raw or form
-	Secret  Secret      // "whsec_" + base64, or unset
-	Headers http.Header // extra headers; the values are secrets
+	URL    string // absolute http(s) URL; may carry user:password
+	Format string // json, raw or form
+	Secret Secret // "whsec_" + base64, or unset
+	// Headers holds the extra headers as "Name: value" lines (see
+	// webhook.ParseHeaders); read again at every delivery, like Secret.
+	Headers Secret
 	Timeout time.Duration
 	// Budget bounds one delivery, retries included; then the message
 	// waits for the next run.
@@ -99,8 +104,11 @@ type Sink struct {
 	IncludeRaw  bool
 	// FormField names the file field of the form format; FormFields are
 	// extra fields sent before it, in order (Request Tracker: queue, action).
-	FormField  string
-	FormFields [][2]string
+	FormField    string
+	FormFilename string // "": the message part has no file name (Request Tracker)
+	FormFields   [][2]string
+	// AcceptHTML: a 2xx HTML page counts as a delivery (json, raw).
+	AcceptHTML bool
 
 	// maildir
 	Path string
@@ -130,22 +138,27 @@ func (s *Sink) Sender(a *Account) string {
 // methods below can print a redacted copy without calling themselves.
 type sinkFields Sink
 
-// redacted returns a copy whose URL password and header values are
-// replaced; Secret fields redact themselves.
+// redacted returns a copy whose URL password is replaced; Secret fields
+// redact themselves.
 func (s Sink) redacted() sinkFields {
 	r := sinkFields(s)
 	if r.URL != "" {
 		r.URL = redactURL(r.URL)
 	}
-	if s.Headers != nil {
-		r.Headers = make(http.Header, len(s.Headers))
-		for name, values := range s.Headers {
-			for range values {
-				r.Headers[name] = append(r.Headers[name], redacted)
-			}
-		}
-	}
 	return r
+}
+
+// HeaderValues reads and parses the extra headers now.
+func (s *Sink) HeaderValues() (http.Header, error) {
+	if !s.Headers.IsSet() {
+		return nil, nil
+	}
+	text, err := s.Headers.Reveal()
+	if err != nil {
+		return nil, err
+	}
+	h, errs := webhook.ParseHeaders(text)
+	return h, errors.Join(errs...)
 }
 
 // String prints a Sink (%v, %+v, %s) without its URL password or header

@@ -158,7 +158,7 @@ func TestDefaults(t *testing.T) {
 	check("helpdesk Format", h.Format, "json")
 	check("helpdesk Timeout", h.Timeout, 30*time.Second)
 	check("helpdesk Secret set", h.Secret.IsSet(), false)
-	check("helpdesk Headers", len(h.Headers), 0)
+	check("helpdesk Headers set", h.Headers.IsSet(), false)
 	check("archive Type", cfg.Sinks["archive"].Type, "maildir")
 	r := cfg.Sinks["relay"]
 	check("relay Port", r.Port, 587)
@@ -237,10 +237,14 @@ func TestValuesParsed(t *testing.T) {
 	if h.Format != "form" || h.Timeout != 90*time.Second || !h.Secret.IsSet() {
 		t.Errorf("helpdesk: %+v", h)
 	}
-	if got := h.Headers.Values("X-Tenant"); !slices.Equal(got, []string{"support", "second"}) {
+	hv, err := h.HeaderValues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hv.Values("X-Tenant"); !slices.Equal(got, []string{"support", "second"}) {
 		t.Errorf("X-Tenant = %q", got)
 	}
-	if got := h.Headers.Get("Authorization"); got != "Bearer abc" {
+	if got := hv.Get("Authorization"); got != "Bearer abc" {
 		t.Errorf("Authorization = %q", got)
 	}
 	r := cfg.Sinks["relay"]
@@ -257,8 +261,8 @@ func TestHeadersWithLiteralNewline(t *testing.T) {
 		"POPHOOK_SINK_HELPDESK_HEADERS": `Authorization: Bearer abc\nX-Tenant: support`,
 	})
 	cfg, _ := mustLoad(t)
-	h := cfg.Sinks["helpdesk"].Headers
-	if h.Get("Authorization") != "Bearer abc" || h.Get("X-Tenant") != "support" || len(h) != 2 {
+	h, err := cfg.Sinks["helpdesk"].HeaderValues()
+	if err != nil || h.Get("Authorization") != "Bearer abc" || h.Get("X-Tenant") != "support" || len(h) != 2 {
 		t.Errorf("Headers = %v", h)
 	}
 }
@@ -649,8 +653,8 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if pw, _ := account.Password.Reveal(); pw != "pop-pass-Q1" {
 		t.Fatalf("password = %q", pw)
 	}
-	if sink.Headers.Get("Authorization") != "Bearer bearer-token-Q3" || !strings.Contains(sink.URL, "webhook-urlpass-Q2") {
-		t.Fatalf("sink = %#v", sink.Headers)
+	if hv, _ := sink.HeaderValues(); hv.Get("Authorization") != "Bearer bearer-token-Q3" || !strings.Contains(sink.URL, "webhook-urlpass-Q2") {
+		t.Fatalf("sink = %#v", hv)
 	}
 
 	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {

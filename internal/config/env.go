@@ -56,18 +56,20 @@ type sinkEnv struct {
 }
 
 type webhookEnv struct {
-	URL         string `envconfig:"URL"`
-	Format      string `envconfig:"FORMAT" default:"json"`
-	Secret      string `envconfig:"SECRET"`
-	SecretFile  string `envconfig:"SECRET_FILE"`
-	Headers     string `envconfig:"HEADERS"`
-	HeadersFile string `envconfig:"HEADERS_FILE"`
-	Timeout     string `envconfig:"TIMEOUT" default:"30s"`
-	Budget      string `envconfig:"BUDGET" default:"45s"`
-	InlineLimit string `envconfig:"INLINE_LIMIT" default:"10MiB"`
-	IncludeRaw  string `envconfig:"INCLUDE_RAW" default:"false"`
-	FormField   string `envconfig:"FORM_FIELD" default:"message"`
-	FormFields  string `envconfig:"FORM_FIELDS"`
+	URL          string `envconfig:"URL"`
+	Format       string `envconfig:"FORMAT" default:"json"`
+	Secret       string `envconfig:"SECRET"`
+	SecretFile   string `envconfig:"SECRET_FILE"`
+	Headers      string `envconfig:"HEADERS"`
+	HeadersFile  string `envconfig:"HEADERS_FILE"`
+	Timeout      string `envconfig:"TIMEOUT" default:"30s"`
+	Budget       string `envconfig:"BUDGET" default:"45s"`
+	InlineLimit  string `envconfig:"INLINE_LIMIT" default:"10MiB"`
+	IncludeRaw   string `envconfig:"INCLUDE_RAW" default:"false"`
+	FormField    string `envconfig:"FORM_FIELD" default:"message"`
+	FormFilename string `envconfig:"FORM_FILENAME"`
+	FormFields   string `envconfig:"FORM_FIELDS"`
+	AcceptHTML   string `envconfig:"ACCEPT_HTML" default:"false"`
 }
 
 type maildirEnv struct {

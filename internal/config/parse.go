@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"net/http"
 	"net/mail"
 	"net/url"
 	"regexp"
@@ -14,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pophook/pophook/sinks/webhook"
 )
 
 // The parse helpers turn one raw value into its typed form. Their errors
@@ -211,32 +208,4 @@ func parseAddress(s string) (string, error) {
 		return "", fmt.Errorf("%q is not a mail address: %v", s, err)
 	}
 	return a.Address, nil
-}
-
-// parseHeaders reads "Name: value" lines separated by newlines or by a
-// literal `\n` (an env file cannot hold a newline). Blank lines and lines
-// starting with # are skipped. Values are secrets (bearer tokens), so
-// errors name the line and the header name but never show a value.
-func parseHeaders(s string) (http.Header, []error) {
-	h := http.Header{}
-	var errs []error
-	s = strings.ReplaceAll(s, `\n`, "\n")
-	for i, line := range strings.Split(s, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(line, ":")
-		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
-		if !ok {
-			errs = append(errs, fmt.Errorf("line %d: not a \"Name: value\" header", i+1))
-			continue
-		}
-		if err := webhook.CheckHeader(name, value); err != nil {
-			errs = append(errs, fmt.Errorf("line %d: %w", i+1, err))
-			continue
-		}
-		h.Add(name, value)
-	}
-	return h, errs
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/pophook/pophook/sinks/webhook"
@@ -52,7 +51,12 @@ func loadWebhook(s *Sink, v vars, p *Problems) {
 	if strings.ContainsAny(s.FormField, "\"\r\n") {
 		p.addf(v.name("FORM_FIELD"), "a field name cannot contain quotes or line breaks")
 	}
+	s.FormFilename = e.FormFilename
+	if strings.ContainsAny(s.FormFilename, "\"\r\n") {
+		p.addf(v.name("FORM_FILENAME"), "a file name cannot contain quotes or line breaks")
+	}
 	s.FormFields = conv(p, v.name("FORM_FIELDS"), e.FormFields, parseFormFields)
+	s.AcceptHTML = conv(p, v.name("ACCEPT_HTML"), e.AcceptHTML, parseBool)
 
 	secret, value := loadSecret(p, v, "SECRET", e.Secret, e.SecretFile, false)
 	s.Secret = secret
@@ -73,18 +77,18 @@ func secretSource(v vars, suffix, value string) string {
 	return v.name(suffix + "_FILE")
 }
 
-// loadHeaders parses HEADERS or HEADERS_FILE. Unlike a Secret, the file is
-// read once: the headers are parsed and checked at start-up.
-func loadHeaders(p *Problems, v vars, value, file string) http.Header {
-	_, content := loadSecret(p, v, "HEADERS", value, file, false)
+// loadHeaders checks HEADERS or HEADERS_FILE now, so a wrong one stops
+// start-up; the sink reads and parses them again at every delivery.
+func loadHeaders(p *Problems, v vars, value, file string) Secret {
+	src, content := loadSecret(p, v, "HEADERS", value, file, false)
 	if content == "" {
-		return nil // not set, or a problem with it is already recorded
+		return src // not set, or a problem with it is already recorded
 	}
-	h, errs := parseHeaders(content)
+	_, errs := webhook.ParseHeaders(content)
 	for _, err := range errs {
 		p.add(secretSource(v, "HEADERS", value), err)
 	}
-	return h
+	return src
 }
 
 func loadMaildir(s *Sink, v vars, p *Problems) {
