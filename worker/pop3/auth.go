@@ -3,6 +3,7 @@ package pop3
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -11,7 +12,7 @@ import (
 type Mechanism string
 
 const (
-	MechAuto    Mechanism = "auto"    // PLAIN if offered, else USER/PASS, else LOGIN
+	MechAuto    Mechanism = "auto"    // PLAIN if offered, else USER/PASS (also without CAPA), else LOGIN
 	MechUser    Mechanism = "user"    // USER and PASS (RFC 1939)
 	MechPlain   Mechanism = "plain"   // SASL PLAIN (RFC 4616)
 	MechLogin   Mechanism = "login"   // SASL LOGIN (draft-murchison-sasl-login)
@@ -23,11 +24,20 @@ const (
 const maxCommandLength = 255
 
 // Authenticate logs in with mechanism; secret is the password, or the
-// OAuth2 access token for MechXOAUTH2. After success the capabilities are
-// asked for again, since servers may offer more once logged in.
+// OAuth2 access token for MechXOAUTH2. A SASL mechanism the server does not
+// offer fails with ErrMechanism before anything is sent. A refused login is
+// an *Error with Login set (errors.Is(err, ErrAuth) unless it carries a
+// temporary code). After success the capabilities are asked for again,
+// since servers may offer more once logged in.
 func (c *Client) Authenticate(ctx context.Context, mech Mechanism, user, secret string) error {
+	if err := c.mayAuthenticate(); err != nil {
+		return err
+	}
 	if mech == MechAuto {
 		mech = c.autoMechanism()
+	}
+	if err := c.offered(mech); err != nil {
+		return err
 	}
 	var err error
 	switch mech {
@@ -43,13 +53,57 @@ func (c *Client) Authenticate(ctx context.Context, mech Mechanism, user, secret 
 		return fmt.Errorf("pop3: unknown authentication mechanism %q", mech)
 	}
 	if err != nil {
-		return err
+		return c.loginRefused(err)
 	}
 	c.authed = true
 	if c.capaOK {
 		return c.capa(ctx)
 	}
 	return nil
+}
+
+// offered checks a SASL mechanism against CAPA. USER/PASS is RFC 1939's
+// baseline and is always tried: servers that support it do not all list
+// it.
+func (c *Client) offered(mech Mechanism) error {
+	if mech == MechUser {
+		return nil
+	}
+	name := strings.ToUpper(string(mech))
+	switch {
+	case !c.capaOK:
+		return fmt.Errorf("%w: SASL %s asked for, but the server answers no CAPA and so offers no SASL; use USER/PASS (auth user or auto)", ErrMechanism, name)
+	case !c.caps.HasSASL(name):
+		return fmt.Errorf("%w: SASL %s asked for; the server offers %s", ErrMechanism, name, c.offers())
+	}
+	return nil
+}
+
+// offers lists the login mechanisms in CAPA, for error messages.
+func (c *Client) offers() string {
+	var l []string
+	if c.caps.Has("USER") {
+		l = append(l, "USER/PASS")
+	}
+	for _, m := range c.caps.SASL() {
+		l = append(l, "SASL "+m)
+	}
+	if len(l) == 0 {
+		return "no login mechanism in CAPA"
+	}
+	return strings.Join(l, ", ")
+}
+
+// loginRefused marks a -ERR to a login command as such and says whether
+// it is vague (see Error.Vague).
+func (c *Client) loginRefused(err error) error {
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	pe.Login = true
+	pe.Vague = pe.Code == "" && !mentionsLock(pe.Text) && (pe.Text == "" || c.caps.Has("AUTH-RESP-CODE"))
+	return err
 }
 
 func (c *Client) autoMechanism() Mechanism {

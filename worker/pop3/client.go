@@ -111,6 +111,7 @@ type Client struct {
 	greeting string
 	caps     Capabilities
 	capaOK   bool // the server answers CAPA
+	utf8     bool // UTF8 accepted (RFC 6856)
 	authed   bool
 
 	// pipelining: 0 not yet tried, 1 works, -1 off for this session.
@@ -206,10 +207,33 @@ func (c *Client) start(ctx context.Context) error {
 		return err
 	}
 	if c.opts.TLS == TLSStartTLS {
-		return c.startTLS(ctx)
+		if err := c.startTLS(ctx); err != nil {
+			return err
+		}
 	}
+	return c.enableUTF8(ctx)
+}
+
+// enableUTF8 sends UTF8 (RFC 6856) when the server offers it. A server
+// that offers it may otherwise hand a client that did not ask a substitute
+// ("Cannot display Unicode content", as Courier does) in place of any
+// message with raw UTF-8 in a header, and that substitute would be
+// delivered and the original deleted. A refusal is not an error: the
+// server then serves messages as they are.
+func (c *Client) enableUTF8(ctx context.Context) error {
+	if !c.caps.Has("UTF8") {
+		return nil
+	}
+	_, err := c.cmd(ctx, "UTF8", "")
+	if err != nil && !isReply(err) {
+		return err
+	}
+	c.utf8 = err == nil
 	return nil
 }
+
+// UTF8 reports whether the server accepted the UTF8 command.
+func (c *Client) UTF8() bool { return c.utf8 }
 
 // startTLS sends STLS even when CAPA does not list it (RFC 2595 lets a
 // client try), and fails rather than carrying on in clear text.

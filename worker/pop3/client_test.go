@@ -57,21 +57,27 @@ func TestUserPass(t *testing.T) {
 }
 
 func TestResponseCodes(t *testing.T) {
+	// The server of this transcript answers no CAPA, so a refusal
+	// without a code and without text is vague (see Error.Vague).
 	tests := []struct {
-		reply     string
-		sentinel  error
-		temporary bool
+		reply            string
+		sentinel         error
+		temporary, vague bool
 	}{
-		{"-ERR [IN-USE] mailbox locked by another session", ErrInUse, true},
-		{"-ERR [LOGIN-DELAY] minimum time between logins is 300 seconds", ErrLoginDelay, true},
-		{"-ERR [SYS/TEMP] backend unavailable", ErrSysTemp, true},
-		{"-ERR [SYS/TEMP/DISK] spool full", ErrSysTemp, true},
-		{"-ERR [AUTH] invalid password", ErrAuth, false},
-		{"-ERR [SYS/PERM] account disabled", ErrSysPerm, false},
-		{"-ERR [auth] lower case code", ErrAuth, false},
-		{"-ERR invalid password", nil, false},
-		{"-ERR [not a code] text", nil, false},
-		{"-err", nil, false},
+		{"-ERR [IN-USE] mailbox locked by another session", ErrInUse, true, false},
+		{"-ERR [LOGIN-DELAY] minimum time between logins is 300 seconds", ErrLoginDelay, true, false},
+		{"-ERR [SYS/TEMP] backend unavailable", ErrSysTemp, true, false},
+		{"-ERR [SYS/TEMP/DISK] spool full", ErrSysTemp, true, false},
+		{"-ERR [AUTH] invalid password", ErrAuth, false, false},
+		{"-ERR [SYS/PERM] account disabled", ErrSysPerm, false, false},
+		{"-ERR [auth] lower case code", ErrAuth, false, false},
+		{"-ERR invalid password", ErrAuth, false, false},
+		{"-ERR Authentication failed (bad password?)", ErrAuth, false, false}, // popa3d
+		{"-ERR [not a code] text", ErrAuth, false, false},
+		{"-ERR unable to lock maildrop", ErrInUse, true, false}, // RFC 1939's example
+		{"-ERR Mailbox is busy", ErrInUse, true, false},
+		{"-err", ErrAuth, false, true},
+		{"-ERR", ErrAuth, false, true}, // popa3d, mailbox it cannot open
 	}
 	for _, tt := range tests {
 		t.Run(tt.reply, func(t *testing.T) {
@@ -91,6 +97,9 @@ func TestResponseCodes(t *testing.T) {
 			}
 			if pe.Temporary() != tt.temporary || IsTemporary(err) != tt.temporary {
 				t.Errorf("Temporary() = %v, want %v", pe.Temporary(), tt.temporary)
+			}
+			if !pe.Login || pe.Vague != tt.vague {
+				t.Errorf("Login %v, Vague %v; want a login refusal, vague %v", pe.Login, pe.Vague, tt.vague)
 			}
 			if strings.Contains(err.Error(), "x\"") || strings.Contains(err.Error(), "PASS x") {
 				t.Errorf("error leaks the password: %v", err)

@@ -2,6 +2,7 @@ package pop3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -135,9 +136,13 @@ func (c *Client) UIDL(ctx context.Context) ([]MessageInfo, error) {
 
 // Scan returns every message with its size and unique id, sending LIST
 // and UIDL together when the server pipelines. A server without UIDL
-// yields an *Error for UIDL; List is the fallback.
+// yields ErrNoUIDL (wrapping its *Error); List is the fallback.
 func (c *Client) Scan(ctx context.Context) ([]MessageInfo, error) {
 	out, err := c.scan(ctx, "LIST", "UIDL")
+	var pe *Error
+	if errors.As(err, &pe) && pe.Command == "UIDL" {
+		return nil, fmt.Errorf("%w: %w", ErrNoUIDL, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,9 @@ const (
 )
 
 // Sentinels for errors.Is: errors.Is(err, ErrInUse) is true when the server
-// answered -ERR [IN-USE].
+// answered -ERR [IN-USE]. ErrAuth also matches a refused login without a
+// code (see Error.Login), and ErrInUse one whose text says the mailbox is
+// locked, as RFC 1939's own "-ERR unable to lock maildrop".
 var (
 	ErrInUse      = &Error{Code: CodeInUse}
 	ErrLoginDelay = &Error{Code: CodeLoginDelay}
@@ -52,6 +54,15 @@ var (
 
 	// ErrClosed is returned by calls on a client whose connection is gone.
 	ErrClosed = errors.New("pop3: connection closed")
+
+	// ErrNoUIDL wraps the -ERR of a server that does not support UIDL:
+	// without unique ids a fetcher cannot tell what it has delivered.
+	ErrNoUIDL = errors.New("pop3: the server does not support UIDL")
+
+	// ErrMechanism is returned, before anything is sent, when the
+	// mechanism asked for is not one the server offers (a SASL mechanism
+	// missing from CAPA, or any SASL at all on a server without CAPA).
+	ErrMechanism = errors.New("pop3: authentication mechanism not offered by the server")
 )
 
 // Error is a -ERR reply.
@@ -59,6 +70,17 @@ type Error struct {
 	Command string // the command as sent, secrets redacted ("RETR 3", "PASS")
 	Code    string // response code without brackets, upper case; "" when none
 	Text    string // the human-readable rest of the line
+
+	// Login is set on a -ERR to USER, PASS or AUTH: a refused login.
+	// Without a code it counts as [AUTH] for errors.Is, unless its text
+	// says the mailbox is locked ([IN-USE]).
+	Login bool
+	// Vague is set on a refused login that does not tell a wrong password
+	// from a mailbox the server could not open: no code, and no text (a
+	// bare "-ERR", as popa3d answers when it cannot open the mailbox), or
+	// a server that announced AUTH-RESP-CODE and so would have said
+	// [AUTH] if the credentials were wrong (RFC 3206).
+	Vague bool
 }
 
 func (e *Error) Error() string {
@@ -81,7 +103,32 @@ func (e *Error) Error() string {
 // HasCode reports whether the reply carries code or a code below it in the
 // hierarchy (RFC 2449: SYS/TEMP/DISK has SYS/TEMP).
 func (e *Error) HasCode(code string) bool {
-	return e.Code == code || strings.HasPrefix(e.Code, code+"/")
+	return hasCode(e.Code, code)
+}
+
+func hasCode(have, code string) bool {
+	return have == code || strings.HasPrefix(have, code+"/")
+}
+
+// meaning is the code the reply is taken to carry: its own, or for a
+// refused login without one, IN-USE when the text speaks of a lock and
+// AUTH otherwise.
+func (e *Error) meaning() string {
+	switch {
+	case e.Code != "" || !e.Login:
+		return e.Code
+	case mentionsLock(e.Text):
+		return CodeInUse
+	}
+	return CodeAuth
+}
+
+// mentionsLock recognises the replies of servers without response codes
+// that cannot open a mailbox another session holds ("unable to lock
+// maildrop", "mailbox in use", "mailbox busy").
+func mentionsLock(text string) bool {
+	t := strings.ToLower(text)
+	return strings.Contains(t, "lock") || strings.Contains(t, "in use") || strings.Contains(t, "busy")
 }
 
 // Is makes errors.Is(err, ErrInUse) and the other sentinels work.
@@ -90,14 +137,16 @@ func (e *Error) Is(target error) bool {
 	if !ok || t.Command != "" || t.Text != "" || t.Code == "" {
 		return false
 	}
-	return e.HasCode(t.Code)
+	return hasCode(e.meaning(), t.Code)
 }
 
 // Temporary reports whether the same command may succeed later without
 // anyone changing anything. A plain -ERR is taken as permanent: a server
-// that means "try later" has the response codes to say so.
+// that means "try later" has the response codes to say so (a refused
+// login whose text speaks of a lock is the exception, see Is).
 func (e *Error) Temporary() bool {
-	return e.HasCode(CodeInUse) || e.HasCode(CodeLoginDelay) || e.HasCode(CodeSysTemp)
+	m := e.meaning()
+	return hasCode(m, CodeInUse) || hasCode(m, CodeLoginDelay) || hasCode(m, CodeSysTemp)
 }
 
 // IsTemporary classifies any error from this package: true for -ERR replies
@@ -116,7 +165,7 @@ func IsTemporary(err error) bool {
 	var alert tls.AlertError
 	switch {
 	case errors.As(err, &certErr), errors.As(err, &alert),
-		errors.Is(err, ErrProtocol), errors.Is(err, ErrInsecureAuth),
+		errors.Is(err, ErrProtocol), errors.Is(err, ErrInsecureAuth), errors.Is(err, ErrMechanism),
 		errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrPipeliningBroken):
 		return false
 	}

@@ -50,6 +50,10 @@ type Message struct {
 	// CRLF, a CRLF is added when Data does not end in a line break, and
 	// lines starting with "." are dot-stuffed; see Wire.
 	Data []byte
+	// ListSize, when positive, is the size LIST and STAT report instead
+	// of the true one, as servers that count LF line endings or estimate
+	// sizes do.
+	ListSize int
 }
 
 // Wire returns the message as a client receives it after dot-unstuffing:
@@ -91,6 +95,18 @@ type Options struct {
 	// SASL lists the AUTH mechanisms offered and accepted: any of
 	// "PLAIN", "LOGIN", "XOAUTH2". Nil offers none.
 	SASL []string
+	// NoCAPA makes the server answer CAPA and AUTH with a bare "-ERR",
+	// as popa3d does: no capabilities, no response codes, no SASL.
+	NoCAPA bool
+	// Capabilities are extra CAPA lines ("LOGIN-DELAY 10").
+	Capabilities []string
+	// UTF8Substitute makes the server behave like Courier: it offers
+	// "UTF8 USER" in CAPA, accepts the UTF8 command (RFC 6856) before
+	// login, and to a session that did not send it answers RETR of any
+	// message with a byte above 0x7F in its header with this text (sent
+	// as a message, LF turned into CRLF) instead; LIST still reports the
+	// original's size.
+	UTF8Substitute []byte
 	// Faults makes the server misbehave; see also Server.SetFaults.
 	Faults Faults
 }
@@ -187,6 +203,14 @@ type stored struct {
 	id   uint64
 	msg  Message
 	wire []byte // msg.Wire()
+}
+
+// listSize is the size LIST and STAT report.
+func (st stored) listSize() int {
+	if st.msg.ListSize > 0 {
+		return st.msg.ListSize
+	}
+	return len(st.wire)
 }
 
 // NewServer starts a plain TCP server on 127.0.0.1 with a random port. It
@@ -342,7 +366,7 @@ func (s *Server) Messages(user string) []Message {
 	box := s.boxes[user]
 	out := make([]Message, len(box))
 	for i, st := range box {
-		out[i] = Message{UID: st.msg.UID, Data: slices.Clone(st.msg.Data)}
+		out[i] = Message{UID: st.msg.UID, Data: slices.Clone(st.msg.Data), ListSize: st.msg.ListSize}
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -777,5 +778,66 @@ func TestFaults(t *testing.T) {
 		live.login() // live connections keep the faults they started with
 		s.SetFaults(Faults{})
 		dial(t, s).ok("CAPA")
+	})
+}
+
+// TestPersonalities: the options that make the server answer like popa3d
+// (no CAPA) and Courier (UTF8 substitutes), and sizes LIST misreports.
+func TestPersonalities(t *testing.T) {
+	t.Run("NoCAPA", func(t *testing.T) {
+		s := NewServer(Options{NoCAPA: true, SASL: []string{"PLAIN"}})
+		defer s.Close()
+		c := dial(t, s)
+		if r := c.cmd("CAPA"); r != "-ERR" {
+			t.Errorf("CAPA: %q", r)
+		}
+		if r := c.cmd("AUTH PLAIN"); r != "-ERR" {
+			t.Errorf("AUTH: %q", r)
+		}
+	})
+	t.Run("UTF8Substitute", func(t *testing.T) {
+		notice := []byte("Subject: Cannot display Unicode content\n\nnot for you\n")
+		s := NewServer(Options{UTF8Substitute: notice})
+		defer s.Close()
+		utf8Msg := []byte("Subject: Grüße\n\nbody\n")
+		s.SetMailbox("alice", []Message{{UID: "a", Data: utf8Msg}, {UID: "b", Data: []byte("Subject: plain\n\nbody\n")}})
+		retr := func(utf8 bool) (string, string) {
+			c := dial(t, s)
+			if utf8 {
+				c.ok("UTF8")
+			}
+			c.ok("USER alice")
+			c.ok("PASS secret")
+			list := c.ok("LIST 1")
+			c.send("RETR 1")
+			c.line()
+			var body strings.Builder
+			for l := c.line(); l != "."; l = c.line() {
+				body.WriteString(l + "\n")
+			}
+			c.ok("QUIT")
+			return list, body.String()
+		}
+		list, body := retr(false)
+		if body != string(notice) || !strings.HasSuffix(list, " "+strconv.Itoa(len(Message{Data: utf8Msg}.Wire()))) {
+			t.Errorf("without UTF8: LIST %q, body %q; want the original's size and the notice", list, body)
+		}
+		if _, body := retr(true); body != string(utf8Msg) {
+			t.Errorf("with UTF8: body %q", body)
+		}
+	})
+	t.Run("ListSize", func(t *testing.T) {
+		s := NewServer(Options{})
+		defer s.Close()
+		s.SetMailbox("alice", []Message{{UID: "a", Data: []byte("x\n"), ListSize: 999}})
+		c := dial(t, s)
+		c.ok("USER alice")
+		c.ok("PASS secret")
+		if r := c.ok("LIST 1"); r != "+OK 1 999" {
+			t.Errorf("LIST 1: %q", r)
+		}
+		if r := c.ok("STAT"); r != "+OK 1 999" {
+			t.Errorf("STAT: %q", r)
+		}
 	})
 }

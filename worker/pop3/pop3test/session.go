@@ -34,6 +34,7 @@ type session struct {
 	r    *bufio.Reader // nil with BrokenPipelining
 	w    *bufio.Writer
 
+	utf8    bool     // the client sent UTF8
 	userArg string   // from USER, waiting for PASS
 	user    string   // logged in, holding the mailbox lock; "" in AUTHORIZATION
 	msgs    []stored // maildrop as of login
@@ -240,8 +241,13 @@ func (c *session) command(line string) error {
 	auth := c.user == "" // AUTHORIZATION state
 
 	switch {
+	case (name == "CAPA" || name == "AUTH") && c.srv.opts.NoCAPA:
+		c.reply("-ERR")
 	case name == "CAPA":
 		c.capa()
+	case name == "UTF8" && auth && c.srv.opts.UTF8Substitute != nil:
+		c.utf8 = true
+		c.reply("+OK UTF8 enabled")
 	case name == "QUIT":
 		return c.quit()
 	case name == "STLS" && auth && c.srv.opts.STLS && !c.tls:
@@ -311,6 +317,10 @@ func (c *session) capa() {
 	if auth && o.STLS && !c.tls {
 		caps = append(caps, "STLS")
 	}
+	if auth && o.UTF8Substitute != nil {
+		caps = append(caps, "UTF8 USER")
+	}
+	caps = append(caps, o.Capabilities...)
 	caps = append(caps, "IMPLEMENTATION pop3test")
 	c.multiLines("+OK capability list follows", caps)
 }
@@ -502,7 +512,7 @@ func (c *session) stat() (n, size int) {
 	for i, st := range c.msgs {
 		if !c.deleted[i] {
 			n++
-			size += len(st.wire)
+			size += st.listSize()
 		}
 	}
 	return n, size
@@ -549,7 +559,7 @@ func (c *session) transaction(name string, args []string) error {
 	case "LIST", "UIDL":
 		value := func(i int) string {
 			if name == "LIST" {
-				return strconv.Itoa(len(c.msgs[i].wire))
+				return strconv.Itoa(c.msgs[i].listSize())
 			}
 			return c.msgs[i].msg.UID
 		}
@@ -575,8 +585,12 @@ func (c *session) transaction(name string, args []string) error {
 		if i < 0 {
 			return nil
 		}
-		body := dotStuff(c.msgs[i].wire)
-		status := fmt.Sprintf("+OK %d octets", len(c.msgs[i].wire))
+		wire := c.msgs[i].wire
+		if sub := c.srv.opts.UTF8Substitute; sub != nil && !c.utf8 && rawUTF8Header(wire) {
+			wire = Message{Data: sub}.Wire()
+		}
+		body := dotStuff(wire)
+		status := fmt.Sprintf("+OK %d octets", len(wire))
 		if cut := c.f.CutRetrAfter; cut > 0 && cut < len(body) {
 			c.multi(status, body[:cut])
 			return errDrop
@@ -606,6 +620,21 @@ func (c *session) transaction(name string, args []string) error {
 		c.reply("+OK")
 	}
 	return nil
+}
+
+// rawUTF8Header reports whether the header of a message holds a byte above
+// 0x7F, which is what makes Courier substitute it.
+func rawUTF8Header(wire []byte) bool {
+	end := bytes.Index(wire, []byte("\r\n\r\n"))
+	if end < 0 {
+		end = len(wire)
+	}
+	for _, b := range wire[:end] {
+		if b >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // dotStuff returns wire-form data (CRLF lines, ending in CRLF or empty)
