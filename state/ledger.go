@@ -6,6 +6,10 @@
 package state
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +43,7 @@ var (
 	bucketMeta     = []byte("meta")
 	bucketAccounts = []byte("accounts")
 	keySchema      = []byte("schema")
+	keySalt        = []byte("salt")
 	keyAccountMeta = []byte("meta")
 	bucketMessages = []byte("messages")
 )
@@ -47,6 +52,7 @@ var (
 type Ledger struct {
 	db   *bolt.DB
 	path string
+	salt []byte // keys Fingerprint
 }
 
 // FileName is the ledger's name inside the data directory.
@@ -71,7 +77,38 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := l.update(l.loadSalt); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return l, nil
+}
+
+// loadSalt reads the ledger's random key for Fingerprint, making it the
+// first time.
+func (l *Ledger) loadSalt(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if salt := meta.Get(keySalt); len(salt) == 32 {
+		l.salt = append([]byte(nil), salt...)
+		return nil
+	}
+	l.salt = make([]byte, 32)
+	rand.Read(l.salt)
+	return meta.Put(keySalt, l.salt)
+}
+
+// Fingerprint condenses configuration (a sink's settings, a credential)
+// into a short token to store beside a record, so that a later run can
+// tell whether that configuration has changed. It is keyed with a random
+// secret of this ledger, so that a fingerprint of a password stored here
+// cannot be checked against guesses by someone who has only this value.
+func (l *Ledger) Fingerprint(parts ...string) string {
+	mac := hmac.New(sha256.New, l.salt)
+	for _, p := range parts {
+		mac.Write([]byte(p))
+		mac.Write([]byte{0})
+	}
+	return hex.EncodeToString(mac.Sum(nil)[:12])
 }
 
 // Path is the ledger file's path.
@@ -142,6 +179,23 @@ type AccountMeta struct {
 	// Initialized is set after the first complete scan of the mailbox;
 	// SKIP_EXISTING acts only before it.
 	Initialized time.Time `json:"initialized,omitzero"`
+	// Login holds a refused login's back-off, or the server's
+	// LOGIN-DELAY, kept here so that `pophook once` run every minute from
+	// cron honours it as the daemon does.
+	Login LoginState `json:"login,omitzero"`
+	// NoPipelining records a server that advertises PIPELINING but drops
+	// pipelined commands; it is used lock-step from then on.
+	NoPipelining bool `json:"no_pipelining,omitempty"`
+}
+
+// LoginState is the wait before the next login to an account.
+type LoginState struct {
+	NotBefore time.Time `json:"not_before,omitzero"`
+	Failures  int       `json:"failures,omitempty"` // refused logins in a row
+	Reason    string    `json:"reason,omitempty"`   // what the server said last
+	// Credential fingerprints the credential refused (see Fingerprint):
+	// changing the password ends the back-off at once.
+	Credential string `json:"credential,omitempty"`
 }
 
 // Entry is the ledger's record of one message.
@@ -163,8 +217,16 @@ type Entry struct {
 
 	Sinks map[string]*SinkState `json:"sinks,omitempty"`
 
-	Skipped   bool      `json:"skipped,omitempty"`   // recorded by SKIP_EXISTING: never sent, never deleted
-	TooLarge  bool      `json:"too_large,omitempty"` // over MAX_MESSAGE_SIZE: left on the server
+	Skipped  bool `json:"skipped,omitempty"`   // recorded by SKIP_EXISTING: never sent, never deleted
+	TooLarge bool `json:"too_large,omitempty"` // over MAX_MESSAGE_SIZE: left on the server
+	// SizeLimit is the MAX_MESSAGE_SIZE a RETR exceeded although LIST
+	// gave a smaller size; the message is not fetched again while the
+	// limit is no higher.
+	SizeLimit int64 `json:"size_limit,omitempty"`
+	// Suspect says why the message is never deleted automatically: RETR
+	// gave a size far from what LIST said, as when a server substitutes
+	// a notice for the message. It was delivered as served.
+	Suspect   string    `json:"suspect,omitempty"`
 	DeletedAt time.Time `json:"deleted_at,omitzero"` // DELE confirmed by a successful QUIT
 }
 
@@ -173,8 +235,11 @@ type SinkState struct {
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 	Attempts    int       `json:"attempts,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
-	Permanent   bool      `json:"permanent,omitempty"` // the last failure was a permanent rejection
+	Permanent   bool      `json:"permanent,omitempty"` // the last failure was a rejection of the message
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Config fingerprints the sink's configuration when it rejected the
+	// message: a changed configuration clears the rejection.
+	Config string `json:"config,omitempty"`
 }
 
 // Delivered reports whether every named sink has the message.

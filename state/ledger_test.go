@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +151,64 @@ func TestPruneAfterGrace(t *testing.T) {
 	a.Each(func(e *Entry) error { ids = append(ids, e.UIDL); return nil })
 	if len(ids) != 2 || ids[0] != "back" || ids[1] != "kept" {
 		t.Errorf("left: %v", ids)
+	}
+}
+
+// Fingerprints are stable for one ledger across restarts, differ for
+// different inputs, and differ between ledgers (the key is the ledger's
+// own), so a stored fingerprint of a password is no use elsewhere.
+func TestFingerprint(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Fingerprint("host", "user", "password-1")
+	if a == l.Fingerprint("host", "user", "password-2") || a == l.Fingerprint("hostuser", "", "password-1") {
+		t.Error("different inputs gave the same fingerprint")
+	}
+	l.Close()
+	l, err = Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Fingerprint("host", "user", "password-1"); got != a {
+		t.Errorf("after reopening: %s, want %s", got, a)
+	}
+	l.Close()
+	other, err := Open(t.TempDir(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if other.Fingerprint("host", "user", "password-1") == a {
+		t.Error("two ledgers gave the same fingerprint")
+	}
+	if strings.Contains(a, "password") || len(a) != 24 {
+		t.Errorf("fingerprint %q", a)
+	}
+}
+
+// The login back-off survives a restart (pophook once from cron).
+func TestLoginStatePersists(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := l.Account(AccountID("pop.example.com", "u"))
+	when := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	if err := acct.SetMeta(AccountMeta{Login: LoginState{NotBefore: when, Failures: 2, Reason: "-ERR [AUTH]", Credential: "abc"}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l, err = Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	m, err := l.Account(AccountID("pop.example.com", "u")).Meta()
+	if err != nil || !m.Login.NotBefore.Equal(when) || m.Login.Failures != 2 || m.Login.Credential != "abc" {
+		t.Errorf("meta after reopen: %+v, %v", m, err)
 	}
 }
