@@ -3,26 +3,27 @@ package worker
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/internal/testutil/dovecottest"
 	"github.com/pophook/pophook/internal/testutil/syncbuf"
 	"github.com/pophook/pophook/internal/testutil/testcorpus"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
 	"github.com/pophook/pophook/state"
+	"github.com/pophook/pophook/worker/pop3"
 	"github.com/pophook/pophook/worker/pop3/pop3test"
 )
 
@@ -80,9 +81,10 @@ type env struct {
 	dir    string
 	clock  time.Time
 	ledger *state.Ledger
+	events []Event // what the job reported (runs are sequential)
 }
 
-func newEnv(t *testing.T, acct config.Account, sinkMap map[string]Sink) *env {
+func newEnv(t *testing.T, acct *Account, sinkMap map[string]sinks.Sink) *env {
 	t.Helper()
 	dir := t.TempDir()
 	l, err := state.Open(dir, time.Second)
@@ -102,8 +104,10 @@ func newEnv(t *testing.T, acct config.Account, sinkMap map[string]Sink) *env {
 			acct.Sinks = append(acct.Sinks, name)
 		}
 	}
+	slices.Sort(acct.Sinks)
 	e := &env{t: t, dir: dir, ledger: l, clock: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}
-	e.job = &Job{Account: acct, Sinks: sinkMap, Ledger: l, SpoolDir: spool, Now: func() time.Time { return e.clock }}
+	e.job = &Job{Account: acct, Sinks: sinkMap, Ledger: l, SpoolDir: spool, Now: func() time.Time { return e.clock },
+		OnEvent: func(ev Event) { e.events = append(e.events, ev) }}
 	return e
 }
 
@@ -119,24 +123,35 @@ func (e *env) run() Result {
 	return res
 }
 
-func dovecotAccount(d *dovecottest.Server) config.Account {
-	return config.Account{
-		Host: d.Host, Port: d.TLSPort, TLS: "implicit", TLSCAFile: d.CAFile,
-		Username: "alice", Password: config.NewSecret(d.Users["alice"]), Auth: "auto",
-		MaxMessageSize: 64 << 20,
+// password is a fixed credential.
+func password(pw string) Credential {
+	return CredentialFunc(func(context.Context) (string, error) { return pw, nil })
+}
+
+func dovecotAccount(t *testing.T, d *dovecottest.Server) *Account {
+	cfg, err := pop3.TLSConfig(d.Host, d.CAFile, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Account{
+		Name: "support", Host: d.Host, Port: d.TLSPort, TLS: pop3.TLSImplicit, TLSConfig: cfg,
+		Username: "alice", Credential: password(d.Users["alice"]), MaxMessageSize: 64 << 20,
 	}
 }
 
-func fakeAccount(s *pop3test.Server) config.Account {
+// fakeAccount is an account on s, over implicit TLS unless s is plain.
+func fakeAccount(s *pop3test.Server) *Account {
 	host, port, _ := strings.Cut(s.Addr, ":")
 	p, _ := strconv.Atoi(port)
-	ca := filepath.Join(os.TempDir(), "pop3test-ca-"+port+".pem")
-	os.WriteFile(ca, pemCert(s), 0o600)
-	return config.Account{
-		Host: host, Port: p, TLS: "implicit", TLSCAFile: ca,
-		Username: "alice", Password: config.NewSecret("secret"), Auth: "auto",
-		MaxMessageSize: 64 << 20,
+	a := &Account{
+		Name: "support", Host: host, Port: p, TLS: pop3.TLSNone, AllowInsecureAuth: true,
+		Username: "alice", Credential: password("secret"), MaxMessageSize: 64 << 20,
 	}
+	if s.Certificate() != nil {
+		a.TLS, a.AllowInsecureAuth = pop3.TLSImplicit, false
+		a.TLSConfig = &tls.Config{RootCAs: s.RootCAs(), ServerName: host}
+	}
+	return a
 }
 
 // mixed returns n messages of mixed kinds: plain, dot-lines, long lines,
@@ -196,7 +211,7 @@ func TestDovecotToMaildir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, dovecotAccount(d), map[string]Sink{"archive": md})
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"archive": md})
 	res := e.run()
 	if res.Delivered != len(msgs) || res.Deleted != len(msgs) || len(res.Problems) != 0 {
 		t.Fatalf("result %+v", res)
@@ -229,9 +244,9 @@ func TestKeepTrue(t *testing.T) {
 		d.Deliver(t, "alice", m)
 	}
 	rec := &recorder{}
-	acct := dovecotAccount(d)
-	acct.Keep = config.Keep{Forever: true}
-	e := newEnv(t, acct, map[string]Sink{"hook": rec})
+	acct := dovecotAccount(t, d)
+	acct.Keep = Keep{Forever: true}
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
 	if res := e.run(); res.Delivered != 5 || res.Deleted != 0 {
 		t.Fatalf("first run %+v", res)
 	}
@@ -249,9 +264,9 @@ func TestKeepDurationDeletesOnlyOldMessages(t *testing.T) {
 		d.Deliver(t, "alice", m)
 	}
 	rec := &recorder{}
-	acct := dovecotAccount(d)
-	acct.Keep = config.Keep{After: 30 * 24 * time.Hour}
-	e := newEnv(t, acct, map[string]Sink{"hook": rec})
+	acct := dovecotAccount(t, d)
+	acct.Keep = Keep{After: 30 * 24 * time.Hour}
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
 	if res := e.run(); res.Delivered != 3 || res.Deleted != 0 {
 		t.Fatalf("first run %+v", res)
 	}
@@ -276,9 +291,9 @@ func TestSkipExisting(t *testing.T) {
 		d.Deliver(t, "alice", m)
 	}
 	rec := &recorder{}
-	acct := dovecotAccount(d)
+	acct := dovecotAccount(t, d)
 	acct.SkipExisting = true
-	e := newEnv(t, acct, map[string]Sink{"hook": rec})
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
 	if res := e.run(); res.Delivered != 0 || res.Deleted != 0 {
 		t.Fatalf("first run %+v", res)
 	}
@@ -308,7 +323,7 @@ func TestTemporarySinkFailureKeepsMessages(t *testing.T) {
 		return nil
 	}}
 	steady := &recorder{}
-	e := newEnv(t, dovecotAccount(d), map[string]Sink{"flaky": flaky, "steady": steady})
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"flaky": flaky, "steady": steady})
 	res := e.run()
 	if res.Delivered != 0 || res.Deleted != 0 || len(res.Problems) == 0 {
 		t.Fatalf("run with a sink down: %+v", res)
@@ -349,7 +364,7 @@ func TestPermanentRejection(t *testing.T) {
 		}
 		return nil
 	}}
-	e := newEnv(t, dovecotAccount(d), map[string]Sink{"hook": rec})
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"hook": rec})
 	res := e.run()
 	if res.Delivered != 2 || res.Deleted != 2 || len(res.Problems) != 1 {
 		t.Fatalf("run %+v", res)
@@ -379,11 +394,11 @@ func TestOversizedMessageStays(t *testing.T) {
 	d.Deliver(t, "alice", []byte("Subject: small\n\nok\n"))
 	d.Deliver(t, "alice", append([]byte("Subject: big\n\n"), bytes.Repeat([]byte("0123456789\n"), 1000)...))
 	rec := &recorder{}
-	acct := dovecotAccount(d)
+	acct := dovecotAccount(t, d)
 	acct.MaxMessageSize = 5000
-	e := newEnv(t, acct, map[string]Sink{"hook": rec})
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
 	res := e.run()
-	if res.Delivered != 1 || len(res.Problems) != 1 || !strings.Contains(res.Problems[0], "MAX_MESSAGE_SIZE") {
+	if res.Delivered != 1 || len(res.Problems) != 1 || !strings.Contains(res.Problems[0].Error(), "MAX_MESSAGE_SIZE") {
 		t.Fatalf("run %+v", res)
 	}
 	if d.Count(t, "alice") != 1 {
@@ -406,7 +421,7 @@ func TestLedgerFailureMeansNoDele(t *testing.T) {
 		}
 		return nil
 	}
-	e = newEnv(t, dovecotAccount(d), map[string]Sink{"hook": rec})
+	e = newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"hook": rec})
 	_, err := e.job.Run(context.Background())
 	if err == nil {
 		t.Fatal("run succeeded with a broken ledger")
@@ -426,7 +441,7 @@ func TestDuplicateAndReusedUIDLs(t *testing.T) {
 		{UID: "same", Data: []byte("Subject: second\n\ntwo\n")},
 	})
 	rec := &recorder{}
-	e := newEnv(t, fakeAccount(s), map[string]Sink{"hook": rec})
+	e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"hook": rec})
 	if res := e.run(); res.Delivered != 2 || res.Deleted != 2 {
 		t.Fatalf("run %+v", res)
 	}
@@ -449,7 +464,7 @@ func TestBrokenPipeliningFallsBack(t *testing.T) {
 	}
 	s.SetMailbox("alice", msgs)
 	rec := &recorder{}
-	e := newEnv(t, fakeAccount(s), map[string]Sink{"hook": rec})
+	e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"hook": rec})
 	if res := e.run(); res.Delivered != 5 || res.Deleted != 5 {
 		t.Fatalf("run %+v", res)
 	}
@@ -459,8 +474,8 @@ func TestAuthFailureBacksOff(t *testing.T) {
 	s := pop3test.NewTLSServer(pop3test.Options{})
 	defer s.Close()
 	acct := fakeAccount(s)
-	acct.Password = config.NewSecret("wrong")
-	e := newEnv(t, acct, map[string]Sink{"hook": &recorder{}})
+	acct.Credential = password("wrong")
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": &recorder{}})
 	if _, err := e.job.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("err = %v", err)
 	}
@@ -475,7 +490,7 @@ func TestAuthFailureBacksOff(t *testing.T) {
 	}
 	before := logins()
 	res, err := e.job.Run(context.Background())
-	if err != nil || res.Skipped == "" || logins() != before {
+	if err != nil || res.Skipped == SkipNone || logins() != before {
 		t.Fatalf("second run did not back off: %+v %v, logins %d -> %d", res, err, before, logins())
 	}
 	e.clock = e.clock.Add(2 * time.Minute)
@@ -491,9 +506,9 @@ func TestAuthFailureBacksOff(t *testing.T) {
 func TestMailboxInUseSkipsQuietly(t *testing.T) {
 	s := pop3test.NewTLSServer(pop3test.Options{Faults: pop3test.Faults{LoginError: "[IN-USE] locked"}})
 	defer s.Close()
-	e := newEnv(t, fakeAccount(s), map[string]Sink{"hook": &recorder{}})
+	e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"hook": &recorder{}})
 	res, err := e.job.Run(context.Background())
-	if err != nil || res.Skipped == "" {
+	if err != nil || res.Skipped == SkipNone {
 		t.Fatalf("res %+v err %v", res, err)
 	}
 }
@@ -511,7 +526,7 @@ func TestStopFinishesCurrentMessage(t *testing.T) {
 		}
 		return nil
 	}
-	e := newEnv(t, dovecotAccount(d), map[string]Sink{"hook": rec})
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"hook": rec})
 	res, err := e.job.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -524,14 +539,10 @@ func TestStopFinishesCurrentMessage(t *testing.T) {
 	}
 }
 
-func pemCert(s *pop3test.Server) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
-}
-
 func TestLoginAuditLog(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{})
 	var buf syncbuf.Buffer
-	e := newEnv(t, dovecotAccount(d), map[string]Sink{"hook": &recorder{}})
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"hook": &recorder{}})
 	e.job.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.run()
 	e.run()

@@ -19,15 +19,13 @@ type Outcome struct {
 }
 
 // Scheduler runs jobs on their accounts' schedules, at most Concurrency
-// at a time, never one job twice at once.
+// at a time, never one job twice at once. What the runs did is reported
+// by each job's OnEvent hook.
 type Scheduler struct {
 	Jobs        []*Job
 	Concurrency int           // accounts fetched at the same time; <1 means 1
 	Jitter      time.Duration // random delay before a scheduled run, so accounts on one server spread out
 	Logger      *slog.Logger
-	// OnOutcome, if set, is called after every run (from the run's
-	// goroutine).
-	OnOutcome func(Outcome)
 }
 
 func (s *Scheduler) slots() chan struct{} {
@@ -67,25 +65,8 @@ func (s *Scheduler) runOne(ctx context.Context, slots chan struct{}, j *Job) Out
 	if ctx.Err() != nil {
 		return Outcome{Job: j, Err: fmt.Errorf("account %s: not started: %w", j.Account.Name, ctx.Err())}
 	}
-	start := time.Now()
 	res, err := j.Run(ctx)
-	o := Outcome{Job: j, Result: res, Err: err}
-	log := s.logger().With("account", j.Account.Name, "duration", time.Since(start).Round(time.Millisecond))
-	switch {
-	case err != nil:
-		log.Error("fetch failed", "err", err)
-	case res.Skipped != "":
-		log.Info("fetch skipped", "reason", res.Skipped)
-	default:
-		log.Info("fetch done", "listed", res.Listed, "delivered", res.Delivered, "deleted", res.Deleted, "problems", len(res.Problems))
-	}
-	for _, p := range res.Problems {
-		log.Warn(p)
-	}
-	if s.OnOutcome != nil {
-		s.OnOutcome(o)
-	}
-	return o
+	return Outcome{Job: j, Result: res, Err: err}
 }
 
 // Run schedules the jobs until ctx is cancelled: each runs once at start

@@ -33,7 +33,7 @@ func (g *gauge) Deliver(ctx context.Context, m *sinks.Message) error {
 	return nil
 }
 
-func schedulerJobs(t *testing.T, accounts int, sink Sink, schedule string) []*Job {
+func schedulerJobs(t *testing.T, accounts int, sink sinks.Sink, schedule string) []*Job {
 	t.Helper()
 	var jobs []*Job
 	for i := range accounts {
@@ -47,7 +47,7 @@ func schedulerJobs(t *testing.T, accounts int, sink Sink, schedule string) []*Jo
 		acct := fakeAccount(s)
 		acct.Name = fmt.Sprintf("acct%d", i)
 		acct.Schedule = schedule
-		e := newEnv(t, acct, map[string]Sink{"g": sink})
+		e := newEnv(t, acct, map[string]sinks.Sink{"g": sink})
 		e.job.Now = nil
 		jobs = append(jobs, e.job)
 	}
@@ -79,14 +79,20 @@ func TestRunSchedulesAndStops(t *testing.T) {
 	jobs := schedulerJobs(t, 2, g, "@every 1s")
 	var mu sync.Mutex
 	runs := map[string]int{}
-	s := &Scheduler{Jobs: jobs, Concurrency: 2, OnOutcome: func(o Outcome) {
-		mu.Lock()
-		defer mu.Unlock()
-		runs[o.Job.Account.Name]++
-		if o.Err != nil {
-			t.Errorf("%s: %v", o.Job.Account.Name, o.Err)
+	for _, j := range jobs {
+		j.OnEvent = func(e Event) {
+			if e.Kind != EventRunDone {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			runs[e.Account]++
+			if e.Err != nil {
+				t.Errorf("%s: %v", e.Account, e.Err)
+			}
 		}
-	}}
+	}
+	s := &Scheduler{Jobs: jobs, Concurrency: 2}
 	ranTwice := func() bool {
 		mu.Lock()
 		defer mu.Unlock()

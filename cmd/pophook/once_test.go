@@ -141,3 +141,70 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met in 5s")
 }
+
+// A configuration that cannot work creates nothing on disk: no data dir,
+// no ledger, no Maildir. Each case is wrong in a way only wiring the sinks
+// or accounts finds, after the variables themselves parsed.
+func TestInvalidConfigTouchesNoDisk(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice", []byte("Subject: x\n\ny\n"))
+	for name, extra := range map[string][]string{
+		"sink type not built in": {"POPHOOK_SINKS=archive,relay", "POPHOOK_ACCOUNT_SUPPORT_SINKS=archive,relay",
+			"POPHOOK_SINK_RELAY_TYPE=smtp", "POPHOOK_SINK_RELAY_HOST=smtp.example.com", "POPHOOK_SINK_RELAY_TO=t@example.com"},
+		"webhook credentials twice": {"POPHOOK_SINKS=archive,hook", "POPHOOK_ACCOUNT_SUPPORT_SINKS=archive,hook",
+			"POPHOOK_SINK_HOOK_TYPE=webhook", "POPHOOK_SINK_HOOK_URL=https://u:p@hooks.example.com/in",
+			"POPHOOK_SINK_HOOK_HEADERS=Authorization: Bearer x"},
+		"CA file without a certificate": {"POPHOOK_ACCOUNT_SUPPORT_TLS_CA_FILE=/dev/null"},
+		"misspelt safety variable":      {"POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTNG=true"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			data, mdir := filepath.Join(dir, "data"), filepath.Join(dir, "Maildir")
+			out, code := runBin(t, dovecotEnv(d, data, mdir, extra...), "once")
+			if code != 2 {
+				t.Fatalf("exit %d, want 2:\n%s", code, out)
+			}
+			if !strings.Contains(out, "POPHOOK_") {
+				t.Errorf("the error does not name a variable:\n%s", out)
+			}
+			for _, p := range []string{data, mdir} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Errorf("%s was created (%v)", p, err)
+				}
+			}
+			if d.Count(t, "alice") != 1 {
+				t.Error("the message left the server")
+			}
+		})
+	}
+}
+
+// A misspelt SKIP_EXISTING once let existing mail be delivered and
+// deleted after a warning; now it stops start-up and says what was meant.
+func TestMisspeltVariableStopsStartUp(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice", []byte("Subject: old\n\nthere before\n"))
+	dir := t.TempDir()
+	out, code := runBin(t, dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"),
+		"POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTNG=true"), "once")
+	if code != 2 || !strings.Contains(out, "did you mean POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTING?") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if d.Count(t, "alice") != 1 {
+		t.Error("the existing message left the server")
+	}
+}
+
+// `once` says when a backed-off account may try again.
+func TestOnceReportsTheBackoff(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	dir := t.TempDir()
+	env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"), "POPHOOK_ACCOUNT_SUPPORT_PASSWORD=wrong")
+	if out, code := runBin(t, env, "once"); code != 1 || !strings.Contains(out, "check the user name and password") {
+		t.Fatalf("first run: exit %d:\n%s", code, out)
+	}
+	out, code := runBin(t, env, "once")
+	if code != 1 || !strings.Contains(out, "nothing fetched: backing off after refused logins") || !strings.Contains(out, "next attempt at") {
+		t.Fatalf("second run: exit %d:\n%s", code, out)
+	}
+}

@@ -7,18 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/pophook/pophook/internal/config"
-	"github.com/pophook/pophook/sinks/maildir"
-	"github.com/pophook/pophook/sinks/webhook"
-	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker"
 )
 
@@ -64,7 +60,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger.Warn(w)
 	}
 
-	app, err := setUp(cfg, logger)
+	if cmd == "once" {
+		for _, n := range args {
+			if !slices.ContainsFunc(cfg.Accounts, func(a config.Account) bool { return a.Name == n }) {
+				return &exitError{code: 2, err: fmt.Errorf("once: no account %q in POPHOOK_ACCOUNTS", n)}
+			}
+		}
+	}
+	// Everything that can be checked without touching the disk is
+	// checked before anything is created: a wrong configuration leaves no
+	// data dir, ledger or Maildir behind.
+	w, err := wire(cfg, logger)
+	if err != nil {
+		return err
+	}
+	app, err := w.open()
 	if err != nil {
 		return err
 	}
@@ -84,95 +94,6 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-type app struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	ledger *state.Ledger
-	jobs   []*worker.Job
-}
-
-func setUp(cfg *config.Config, log *slog.Logger) (*app, error) {
-	ledger, err := state.Open(cfg.DataDir, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	a := &app{cfg: cfg, log: log, ledger: ledger}
-	spool := filepath.Join(cfg.DataDir, "spool")
-	if err := cleanSpool(spool); err != nil {
-		a.close()
-		return nil, err
-	}
-	built := map[string]worker.Sink{}
-	for name, sc := range cfg.Sinks {
-		s, err := newSink(sc, spool, log.With("sink", name))
-		if err != nil {
-			a.close()
-			return nil, err
-		}
-		built[name] = s
-	}
-	for _, acct := range cfg.Accounts {
-		j := &worker.Job{Account: acct, Sinks: map[string]worker.Sink{}, Ledger: ledger, SpoolDir: spool, Logger: log}
-		for _, s := range acct.Sinks {
-			j.Sinks[s] = built[s]
-		}
-		if log.Enabled(context.Background(), slog.LevelDebug) {
-			j.Trace = &traceWriter{log: log.With("account", acct.Name)}
-		}
-		a.jobs = append(a.jobs, j)
-	}
-	return a, nil
-}
-
-func (a *app) close() { a.ledger.Close() }
-
-// newSink wires one configured sink; each is named here explicitly.
-// Request bodies are staged in the spool, which is cleaned at start-up.
-func newSink(sc *config.Sink, spool string, log *slog.Logger) (worker.Sink, error) {
-	switch sc.Type {
-	case config.SinkMaildir:
-		return maildir.New(sc.Path, log)
-	case config.SinkWebhook:
-		inline := sc.InlineLimit
-		if inline == 0 {
-			inline = -1 // INLINE_LIMIT=0: no attachment content at all
-		}
-		return webhook.New(webhook.Options{
-			Name: sc.Name, URL: sc.URL, Format: sc.Format, Secret: source(sc.Secret), Headers: source(sc.Headers),
-			Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFilename: sc.FormFilename, FormFields: sc.FormFields, AcceptHTML: sc.AcceptHTML,
-			InlineLimit: inline, IncludeRaw: sc.IncludeRaw,
-			TempDir: spool, UserAgent: "pophook/" + version, Logger: log,
-		})
-	}
-	return nil, &exitError{code: 2, err: fmt.Errorf("POPHOOK_SINK_%s_TYPE: sink type %q is not available in this version of pophook", strings.ToUpper(sc.Name), sc.Type)}
-}
-
-// source reads a configured secret at every use; nil when it is not set.
-func source(s config.Secret) webhook.Source {
-	if !s.IsSet() {
-		return nil
-	}
-	return s.Reveal
-}
-
-// cleanSpool makes the spool directory and removes what a killed process
-// left in it: spool files are only ever needed by the run that wrote them.
-func cleanSpool(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-	}
-	return nil
-}
-
 // once runs the named accounts (all by default) once and reports every
 // problem, one line each.
 func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error {
@@ -181,10 +102,7 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 		jobs = nil
 		for _, n := range names {
 			i := slices.IndexFunc(a.jobs, func(j *worker.Job) bool { return j.Account.Name == n })
-			if i < 0 {
-				return &exitError{code: 2, err: fmt.Errorf("once: no account %q in POPHOOK_ACCOUNTS", n)}
-			}
-			jobs = append(jobs, a.jobs[i])
+			jobs = append(jobs, a.jobs[i]) // Run checked the names
 		}
 	}
 	s := &worker.Scheduler{Jobs: jobs, Concurrency: a.cfg.Concurrency, Logger: a.log}
@@ -194,10 +112,12 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 		switch {
 		case o.Err != nil:
 			problems = append(problems, o.Err.Error())
-		case o.Result.Skipped != "":
-			problems = append(problems, fmt.Sprintf("account %s: nothing fetched: %s", name, o.Result.Skipped))
+		case o.Result.Skipped != worker.SkipNone:
+			problems = append(problems, fmt.Sprintf("account %s: nothing fetched: %s", name, o.Result.Skip()))
 		}
-		problems = append(problems, o.Result.Problems...)
+		for _, p := range o.Result.Problems {
+			problems = append(problems, p.Line(name))
+		}
 	}
 	if len(problems) == 0 {
 		return nil
@@ -261,3 +181,5 @@ func (t *traceWriter) Write(p []byte) (int, error) {
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " / ") }
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -27,7 +27,7 @@ func loadAccount(name string, sinks []string, p *Problems) Account {
 		Host:           e.Host,
 		TLS:            conv(p, v.name("TLS"), e.TLS, enum(TLSImplicit, TLSStartTLS, TLSNone)),
 		AllowInsecure:  conv(p, v.name("ALLOW_INSECURE"), e.AllowInsecure, parseBool),
-		TLSCAFile:      e.TLSCAFile,
+		TLSCAFile:      e.TlsCaFile,
 		TLSSkipVerify:  conv(p, v.name("TLS_SKIP_VERIFY"), e.TLSSkipVerify, parseBool),
 		Username:       e.Username,
 		Auth:           conv(p, v.name("AUTH"), e.Auth, enum("auto", "user", "plain", "login", "xoauth2")),

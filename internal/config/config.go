@@ -51,16 +51,10 @@ type Account struct {
 }
 
 // Keep says when a message that every sink has taken is deleted from the
-// server. The zero value deletes it at once.
+// server (worker.Keep applies it). The zero value deletes it at once.
 type Keep struct {
 	Forever bool          // never delete
 	After   time.Duration // if > 0, delete only once first seen longer ago than this
-}
-
-// ShouldDelete reports whether a message delivered to all its sinks, first
-// seen at firstSeen, is to be deleted at now.
-func (k Keep) ShouldDelete(firstSeen, now time.Time) bool {
-	return !k.Forever && (k.After <= 0 || now.Sub(firstSeen) > k.After)
 }
 
 // String gives the value as it would be configured: false, true or a duration.
@@ -204,8 +198,9 @@ func enum(allowed ...string) func(string) (string, error) {
 
 // Load reads the configuration from the process environment. The error,
 // when not nil, is a *Problems listing every problem found, and the Config
-// is nil. The warnings (unknown POPHOOK_ variables, which are usually
-// typos, and unused sinks) are returned either way.
+// is nil; a misspelt variable is one of them (see unknownVariables). The
+// warnings (variables of accounts or sinks that are not listed, unused
+// sinks) are returned either way.
 func Load() (*Config, []string, error) {
 	var p Problems
 	cfg, accountNames, sinkNames := loadGlobal(&p)
@@ -217,7 +212,7 @@ func Load() (*Config, []string, error) {
 	}
 	checkSenders(cfg, &p)
 
-	warnings := append(unusedSinks(cfg, sinkNames), unknownVariables(accountNames, cfg.Sinks)...)
+	warnings := append(unusedSinks(cfg, sinkNames), unknownVariables(&p, accountNames, cfg.Sinks)...)
 	if len(p) > 0 {
 		sortProblems(p, Variables(accountNames, sinkTypesOf(cfg.Sinks)))
 		return nil, warnings, &p

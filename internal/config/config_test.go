@@ -478,29 +478,6 @@ func TestKeep(t *testing.T) {
 	}
 }
 
-func TestKeepShouldDelete(t *testing.T) {
-	now := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
-	tests := []struct {
-		keep  Keep
-		age   time.Duration
-		want  bool
-		label string
-	}{
-		{Keep{}, 0, true, "false"},
-		{Keep{Forever: true}, 1000 * time.Hour, false, "true"},
-		{Keep{After: 720 * time.Hour}, 719 * time.Hour, false, "720h0m0s"},
-		{Keep{After: 720 * time.Hour}, 721 * time.Hour, true, "720h0m0s"},
-	}
-	for _, tt := range tests {
-		if got := tt.keep.ShouldDelete(now.Add(-tt.age), now); got != tt.want {
-			t.Errorf("%+v.ShouldDelete(age %v) = %v", tt.keep, tt.age, got)
-		}
-		if got := tt.keep.String(); got != tt.label {
-			t.Errorf("%+v.String() = %q, want %q", tt.keep, got, tt.label)
-		}
-	}
-}
-
 func TestSize(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -720,48 +697,72 @@ func TestSecretsNeverInProblems(t *testing.T) {
 	}
 }
 
-func TestWarnings(t *testing.T) {
+// A misspelt variable can cost mail (a default stays in force), so it
+// stops start-up with a suggestion; variables of accounts or sinks that
+// are not listed and names nowhere near a known one are only warned about.
+func TestUnknownVariables(t *testing.T) {
 	setup(t, map[string]string{
-		"POPHOOK_ACOUNTS":                     "support",
-		"POPHOOK_XYZZY":                       "1",
-		"POPHOOK_ACCOUNT_SUPPORT_PASWORD":     "secret-in-typo",
-		"POPHOOK_ACCOUNT_BILLING_HOST":        "pop.example.com",
-		"POPHOOK_ACCOUNT_BILLING_TLS_CA_FILE": "/x",
-		"POPHOOK_SINK_OLD_TYPE":               "maildir",
-		"POPHOOK_SINK_HELPDESK_PATH":          "/srv/mail",
-		"POPHOOK_SINK_RELAY_URL":              "https://x",
-		"POPHOOK_SINKS":                       "helpdesk,archive,relay,spare",
-		"POPHOOK_SINK_SPARE_TYPE":             "maildir",
-		"POPHOOK_SINK_SPARE_PATH":             "/srv/spare",
+		"POPHOOK_ACOUNTS":                      "support",
+		"POPHOOK_XYZZY":                        "1",
+		"POPHOOK_ACCOUNT_SUPPORT_PASWORD":      "secret-in-typo",
+		"POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTNG": "true",
+		"POPHOOK_ACCOUNT_SUPPORT_FOLDER":       "INBOX",
+		"POPHOOK_ACCOUNT_SUPORT_KEEP":          "true",
+		"POPHOOK_ACCOUNT_BILLING_HOST":         "pop.example.com",
+		"POPHOOK_ACCOUNT_BILLING_TLS_CA_FILE":  "/x",
+		"POPHOOK_SINK_OLD_TYPE":                "maildir",
+		"POPHOOK_SINK_HELPDESK_PATH":           "/srv/mail",
+		"POPHOOK_SINK_HELPDESK_SECRETFILE":     "/x",
+		"POPHOOK_SINK_RELAY_URL":               "https://x",
+		"POPHOOK_SINKS":                        "helpdesk,archive,relay,spare",
+		"POPHOOK_SINK_SPARE_TYPE":              "maildir",
+		"POPHOOK_SINK_SPARE_PATH":              "/srv/spare",
 	})
-	_, warnings := mustLoad(t)
-	want := []string{
+	cfg, warnings, err := Load()
+	if err == nil || cfg != nil {
+		t.Fatal("Load accepted misspelt variables")
+	}
+	var p *Problems
+	errors.As(err, &p)
+	wantProblems := []string{
+		"POPHOOK_ACCOUNT_SUPORT_KEEP: not a pophook variable; did you mean POPHOOK_ACCOUNT_SUPPORT_KEEP?",
+		"POPHOOK_ACCOUNT_SUPPORT_FOLDER: not a variable of account support",
+		"POPHOOK_ACCOUNT_SUPPORT_PASWORD: not a variable of account support; did you mean POPHOOK_ACCOUNT_SUPPORT_PASSWORD?",
+		"POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTNG: not a variable of account support; did you mean POPHOOK_ACCOUNT_SUPPORT_SKIP_EXISTING?",
+		"POPHOOK_ACOUNTS: not a pophook variable; did you mean POPHOOK_ACCOUNTS?",
+		"POPHOOK_SINK_HELPDESK_PATH: not used by a webhook sink",
+		"POPHOOK_SINK_HELPDESK_SECRETFILE: not a variable of sink helpdesk; did you mean POPHOOK_SINK_HELPDESK_SECRET_FILE?",
+		"POPHOOK_SINK_RELAY_URL: not used by a smtp sink",
+	}
+	got := slices.Clone(*p)
+	slices.Sort(got)
+	if !slices.Equal(got, wantProblems) {
+		t.Errorf("problems\n got %q\nwant %q", got, wantProblems)
+	}
+	wantWarnings := []string{
 		`POPHOOK_SINKS: sink "spare" is not used by any account`,
-		"POPHOOK_ACCOUNT_BILLING_HOST: account \"billing\" is not listed in POPHOOK_ACCOUNTS",
-		"POPHOOK_ACCOUNT_BILLING_TLS_CA_FILE: account \"billing\" is not listed in POPHOOK_ACCOUNTS",
-		"POPHOOK_ACCOUNT_SUPPORT_PASWORD is not a pophook variable (typo? did you mean POPHOOK_ACCOUNT_SUPPORT_PASSWORD?)",
-		"POPHOOK_ACOUNTS is not a pophook variable (typo? did you mean POPHOOK_ACCOUNTS?)",
-		"POPHOOK_SINK_HELPDESK_PATH is not used by a webhook sink",
-		"POPHOOK_SINK_OLD_TYPE: sink \"old\" is not listed in POPHOOK_SINKS",
-		"POPHOOK_SINK_RELAY_URL is not used by a smtp sink",
-		"POPHOOK_XYZZY is not a pophook variable (typo?)",
+		`POPHOOK_ACCOUNT_BILLING_HOST: account "billing" is not listed in POPHOOK_ACCOUNTS, so this is not used`,
+		`POPHOOK_ACCOUNT_BILLING_TLS_CA_FILE: account "billing" is not listed in POPHOOK_ACCOUNTS, so this is not used`,
+		`POPHOOK_SINK_OLD_TYPE: sink "old" is not listed in POPHOOK_SINKS, so this is not used`,
+		"POPHOOK_XYZZY: not a pophook variable, ignored",
 	}
-	if !slices.Equal(warnings, want) {
-		t.Errorf("warnings\n got %q\nwant %q", warnings, want)
+	if !slices.Equal(warnings, wantWarnings) {
+		t.Errorf("warnings\n got %q\nwant %q", warnings, wantWarnings)
 	}
-	assertNoLeak(t, "warnings", strings.Join(warnings, "\n"))
-	if strings.Contains(strings.Join(warnings, "\n"), "secret-in-typo") {
-		t.Error("a warning shows a value")
+	all := strings.Join(append(got, warnings...), "\n")
+	assertNoLeak(t, "problems and warnings", all)
+	if strings.Contains(all, "secret-in-typo") || strings.Contains(all, "INBOX") {
+		t.Error("a problem shows a value")
 	}
 }
 
 func TestWarningsAlongsideProblems(t *testing.T) {
-	setup(t, map[string]string{"POPHOOK_ACCOUNTS": "", "POPHOOK_CONCURRENCY": "x"})
+	setup(t, map[string]string{"POPHOOK_ACCOUNTS": "", "POPHOOK_CONCURRENCY": "x", "POPHOOK_SINK_GONE_TYPE": "maildir"})
 	_, warnings, err := Load()
 	if err == nil {
 		t.Fatal("no problems")
 	}
-	if len(warnings) == 0 || !strings.Contains(warnings[len(warnings)-1], "is not listed in POPHOOK_ACCOUNTS") {
+	if len(warnings) == 0 || !strings.Contains(warnings[len(warnings)-1], "is not listed in POPHOOK_SINKS") {
 		t.Errorf("warnings = %q", warnings)
 	}
 }
@@ -908,6 +909,14 @@ func TestWebhookPayloadAndFormSettings(t *testing.T) {
 		problems := loadProblems(t)
 		if len(problems) != 1 || !strings.HasPrefix(problems[0], name+":") {
 			t.Errorf("%s=%q: problems %v", name, value, problems)
+		}
+	}
+}
+
+func TestKeepString(t *testing.T) {
+	for keep, want := range map[Keep]string{{}: "false", {Forever: true}: "true", {After: 720 * time.Hour}: "720h0m0s"} {
+		if got := keep.String(); got != want {
+			t.Errorf("%+v.String() = %q, want %q", keep, got, want)
 		}
 	}
 }

@@ -2,90 +2,95 @@ package config
 
 import (
 	"maps"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
+	"text/template"
 
 	"github.com/kelseyhightower/envconfig"
 )
 
-// The *Env structs name every variable Load reads: the envconfig tag is the
-// variable's suffix after its prefix, the default tag its default. Every
-// field is a string so that nothing can fail while reading; conversion and
-// validation happen afterwards, where all problems can be collected. The
-// same tags feed Variables, so the list of known variables cannot drift
-// from what Load reads.
+// The *Env structs name every variable Load reads. envconfig derives each
+// name from the field (split_words: TlsCaFile is TLS_CA_FILE), looks it up
+// under the struct's prefix and applies the default tag to a variable that
+// is not set; the same fields list the known variables (Variables), so that
+// list cannot drift from what Load reads. Every field is a string so that
+// reading cannot fail: pophook converts and checks each value afterwards,
+// where it can report every problem at once and name the variable.
+//
+// Names come from split_words rather than envconfig tags on purpose: a
+// tagged field that is unset makes envconfig fall back to the bare name
+// (PATH, HOST, USERNAME from the shell), which must never be read.
 
 const envPrefix = "POPHOOK"
 
 // globalEnv is read with the prefix POPHOOK.
 type globalEnv struct {
-	DataDir     string `envconfig:"DATA_DIR" default:"/var/lib/pophook"`
-	LogLevel    string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat   string `envconfig:"LOG_FORMAT" default:"text"`
-	HTTPAddr    string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" empty:"keep"` // empty disables the endpoints
-	Concurrency string `envconfig:"CONCURRENCY" default:"4"`
-	Accounts    string `envconfig:"ACCOUNTS"`
-	Sinks       string `envconfig:"SINKS"`
+	DataDir     string `split_words:"true" default:"/var/lib/pophook"`
+	LogLevel    string `split_words:"true" default:"info"`
+	LogFormat   string `split_words:"true" default:"text"`
+	HTTPAddr    string `split_words:"true" default:"127.0.0.1:8080" empty:"keep"` // empty disables the endpoints
+	Concurrency string `split_words:"true" default:"4"`
+	Accounts    string `split_words:"true"`
+	Sinks       string `split_words:"true"`
 }
 
 // accountEnv is read with the prefix POPHOOK_ACCOUNT_<NAME>.
 type accountEnv struct {
-	Host           string `envconfig:"HOST"`
-	Port           string `envconfig:"PORT"` // default depends on TLS
-	TLS            string `envconfig:"TLS" default:"implicit"`
-	AllowInsecure  string `envconfig:"ALLOW_INSECURE" default:"false"`
-	TLSCAFile      string `envconfig:"TLS_CA_FILE"`
-	TLSSkipVerify  string `envconfig:"TLS_SKIP_VERIFY" default:"false"`
-	Username       string `envconfig:"USERNAME"`
-	Password       string `envconfig:"PASSWORD"`
-	PasswordFile   string `envconfig:"PASSWORD_FILE"`
-	Auth           string `envconfig:"AUTH" default:"auto"`
-	Schedule       string `envconfig:"SCHEDULE" default:"@every 1m"`
-	Sinks          string `envconfig:"SINKS"`
-	Keep           string `envconfig:"KEEP" default:"false"`
-	SkipExisting   string `envconfig:"SKIP_EXISTING" default:"false"`
-	MaxMessageSize string `envconfig:"MAX_MESSAGE_SIZE" default:"64MiB"`
+	Host           string `split_words:"true"`
+	Port           string `split_words:"true"` // default depends on TLS
+	TLS            string `split_words:"true" default:"implicit"`
+	AllowInsecure  string `split_words:"true" default:"false"`
+	TlsCaFile      string `split_words:"true"` // spelled so that split_words gives TLS_CA_FILE
+	TLSSkipVerify  string `split_words:"true" default:"false"`
+	Username       string `split_words:"true"`
+	Password       string `split_words:"true"`
+	PasswordFile   string `split_words:"true"`
+	Auth           string `split_words:"true" default:"auto"`
+	Schedule       string `split_words:"true" default:"@every 1m"`
+	Sinks          string `split_words:"true"`
+	Keep           string `split_words:"true" default:"false"`
+	SkipExisting   string `split_words:"true" default:"false"`
+	MaxMessageSize string `split_words:"true" default:"64MiB"`
 }
 
 // sinkEnv is read first for every sink (prefix POPHOOK_SINK_<NAME>); its
 // TYPE decides which of the per-type structs below is read next.
 type sinkEnv struct {
-	Type string `envconfig:"TYPE"`
+	Type string `split_words:"true"`
 }
 
 type webhookEnv struct {
-	URL          string `envconfig:"URL"`
-	Format       string `envconfig:"FORMAT" default:"json"`
-	Secret       string `envconfig:"SECRET"`
-	SecretFile   string `envconfig:"SECRET_FILE"`
-	Headers      string `envconfig:"HEADERS"`
-	HeadersFile  string `envconfig:"HEADERS_FILE"`
-	Timeout      string `envconfig:"TIMEOUT" default:"30s"`
-	Budget       string `envconfig:"BUDGET" default:"45s"`
-	InlineLimit  string `envconfig:"INLINE_LIMIT" default:"10MiB"`
-	IncludeRaw   string `envconfig:"INCLUDE_RAW" default:"false"`
-	FormField    string `envconfig:"FORM_FIELD" default:"message"`
-	FormFilename string `envconfig:"FORM_FILENAME"`
-	FormFields   string `envconfig:"FORM_FIELDS"`
-	AcceptHTML   string `envconfig:"ACCEPT_HTML" default:"false"`
+	URL          string `split_words:"true"`
+	Format       string `split_words:"true" default:"json"`
+	Secret       string `split_words:"true"`
+	SecretFile   string `split_words:"true"`
+	Headers      string `split_words:"true"`
+	HeadersFile  string `split_words:"true"`
+	Timeout      string `split_words:"true" default:"30s"`
+	Budget       string `split_words:"true" default:"45s"`
+	InlineLimit  string `split_words:"true" default:"10MiB"`
+	IncludeRaw   string `split_words:"true" default:"false"`
+	FormField    string `split_words:"true" default:"message"`
+	FormFilename string `split_words:"true"`
+	FormFields   string `split_words:"true"`
+	AcceptHTML   string `split_words:"true" default:"false"`
 }
 
 type maildirEnv struct {
-	Path string `envconfig:"PATH"`
+	Path string `split_words:"true"`
 }
 
 type smtpEnv struct {
-	Host          string `envconfig:"HOST"`
-	Port          string `envconfig:"PORT"` // default depends on TLS
-	TLS           string `envconfig:"TLS" default:"starttls"`
-	AllowInsecure string `envconfig:"ALLOW_INSECURE" default:"false"`
-	Username      string `envconfig:"USERNAME"`
-	Password      string `envconfig:"PASSWORD"`
-	PasswordFile  string `envconfig:"PASSWORD_FILE"`
-	From          string `envconfig:"FROM"`
-	To            string `envconfig:"TO"`
+	Host          string `split_words:"true"`
+	Port          string `split_words:"true"` // default depends on TLS
+	TLS           string `split_words:"true" default:"starttls"`
+	AllowInsecure string `split_words:"true" default:"false"`
+	Username      string `split_words:"true"`
+	Password      string `split_words:"true"`
+	PasswordFile  string `split_words:"true"`
+	From          string `split_words:"true"`
+	To            string `split_words:"true"`
 }
 
 // Sink types and the variables each reads besides TYPE.
@@ -104,14 +109,10 @@ var sinkTypeEnv = map[string]any{
 }
 
 // read fills spec (a pointer to one of the *Env structs) from the variables
-// prefix_SUFFIX. envconfig does the reading; the pass after it corrects two
-// of its habits that would be wrong here:
-//   - a variable that is set but empty does not get its default, but for
-//     us empty means unset (docker --env-file and systemd make it easy to
-//     leave a value empty), except where the field is tagged empty:"keep";
-//   - when prefix_SUFFIX is unset, envconfig falls back to the bare SUFFIX,
-//     so the shell's PATH would become a maildir path and HOST a POP3
-//     server. Only the prefixed name may ever be read.
+// prefix_NAME with envconfig, then applies one rule envconfig does not
+// have: a variable that is set but empty counts as unset and gets its
+// default (docker --env-file and systemd make it easy to leave a value
+// empty), except where the field is tagged empty:"keep".
 func read(prefix string, spec any) {
 	// Every field is a string, so Process can only fail on a malformed
 	// spec, which the tests would catch.
@@ -121,24 +122,25 @@ func read(prefix string, spec any) {
 	v := reflect.ValueOf(spec).Elem()
 	for i := range v.NumField() {
 		f := v.Type().Field(i)
-		value, set := os.LookupEnv(prefix + "_" + f.Tag.Get("envconfig"))
-		switch {
-		case value != "":
-			v.Field(i).SetString(value)
-		case set && f.Tag.Get("empty") == "keep":
-			v.Field(i).SetString("")
-		default:
+		if v.Field(i).String() == "" && f.Tag.Get("empty") != "keep" {
 			v.Field(i).SetString(f.Tag.Get("default"))
 		}
 	}
 }
 
-// suffixes lists the variable suffixes (envconfig tags) of an *Env struct.
+// suffixes lists the variable names of an *Env struct after its prefix, as
+// envconfig derives them.
 func suffixes(spec any) []string {
-	t := reflect.TypeOf(spec)
-	names := make([]string, 0, t.NumField())
-	for i := range t.NumField() {
-		names = append(names, t.Field(i).Tag.Get("envconfig"))
+	const prefix = "P"
+	var b strings.Builder
+	tmpl := template.Must(template.New("").Parse("{{range .}}{{.Key}}\n{{end}}"))
+	ptr := reflect.New(reflect.TypeOf(spec)).Interface()
+	if err := envconfig.Usaget(prefix, ptr, &b, tmpl); err != nil {
+		panic("config: " + err.Error())
+	}
+	var names []string
+	for _, key := range strings.Fields(b.String()) {
+		names = append(names, strings.TrimPrefix(key, prefix+"_"))
 	}
 	return names
 }

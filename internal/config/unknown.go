@@ -7,11 +7,20 @@ import (
 	"strings"
 )
 
-// unknownVariables warns about every POPHOOK_ variable in the environment
-// that Load does not read: a typo, a variable of an account or sink that is
-// not listed, or one that does not apply to the sink's type. A typo would
-// otherwise silently leave a default in force.
-func unknownVariables(accounts []string, sinks map[string]*Sink) []string {
+// unknownVariables checks every POPHOOK_ variable in the environment that
+// Load does not read. A mistake there can cost mail (a misspelt
+// SKIP_EXISTING or KEEP leaves the default in force, and mail is delivered
+// and deleted), so these are problems that stop start-up:
+//   - an unknown name under a listed account's or sink's prefix
+//     (POPHOOK_ACCOUNT_SUPPORT_PASWORD, a webhook variable on a maildir
+//     sink);
+//   - any name within two edits of a variable pophook reads
+//     (POPHOOK_ACOUNTS, POPHOOK_ACCOUNT_SUPORT_KEEP).
+//
+// The rest is only warned about: variables of an account or sink that is
+// not listed (a way to switch one off) and POPHOOK_ names nowhere near a
+// known one.
+func unknownVariables(p *Problems, accounts []string, sinks map[string]*Sink) (warnings []string) {
 	anyType := map[string]string{}
 	for name := range sinks {
 		anyType[name] = ""
@@ -19,35 +28,58 @@ func unknownVariables(accounts []string, sinks map[string]*Sink) []string {
 	known := Variables(accounts, sinkTypesOf(sinks))
 	candidates := Variables(accounts, anyType) // for suggestions
 
-	var warnings []string
+	var names []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, envPrefix+"_") || slices.Contains(known, name) {
-			continue
+		if strings.HasPrefix(name, envPrefix+"_") && !slices.Contains(known, name) {
+			names = append(names, name)
 		}
-		warnings = append(warnings, describeUnknown(name, sinks, candidates))
 	}
-	slices.Sort(warnings)
+	slices.Sort(names)
+	for _, name := range names {
+		if text, mistake := describeUnknown(name, accounts, sinks, candidates); mistake {
+			p.addf(name, "%s", text)
+		} else {
+			warnings = append(warnings, name+": "+text)
+		}
+	}
 	return warnings
 }
 
-func describeUnknown(name string, sinks map[string]*Sink, candidates []string) string {
+// describeUnknown says what is wrong with an unknown variable and whether
+// it is a mistake that stops start-up.
+func describeUnknown(name string, accounts []string, sinks map[string]*Sink, candidates []string) (string, bool) {
+	guess := closest(name, candidates)
+	if guess == name {
+		guess = "" // a variable of another sink type: nothing to suggest
+	}
+	hint := ""
+	if guess != "" {
+		hint = "; did you mean " + guess + "?"
+	}
 	for sinkName, s := range sinks {
-		if suffix, ok := strings.CutPrefix(name, sinkPrefix(sinkName)+"_"); ok && s.Type != "" &&
-			slices.Contains(sinkSuffixes(""), suffix) {
-			return fmt.Sprintf("%s is not used by a %s sink", name, s.Type)
+		if suffix, ok := strings.CutPrefix(name, sinkPrefix(sinkName)+"_"); ok {
+			if s.Type != "" && slices.Contains(sinkSuffixes(""), suffix) {
+				return fmt.Sprintf("not used by a %s sink%s", s.Type, hint), true
+			}
+			return "not a variable of sink " + strings.ToLower(sinkName) + hint, true
 		}
 	}
+	for _, a := range accounts {
+		if _, ok := strings.CutPrefix(name, accountPrefix(a)+"_"); ok {
+			return "not a variable of account " + a + hint, true
+		}
+	}
+	if guess != "" {
+		return "not a pophook variable" + hint, true
+	}
 	if owner := ownerName(name, envPrefix+"_ACCOUNT_", suffixes(accountEnv{})); owner != "" {
-		return fmt.Sprintf("%s: account %q is not listed in %s_ACCOUNTS", name, owner, envPrefix)
+		return fmt.Sprintf("account %q is not listed in %s_ACCOUNTS, so this is not used", owner, envPrefix), false
 	}
 	if owner := ownerName(name, envPrefix+"_SINK_", sinkSuffixes("")); owner != "" {
-		return fmt.Sprintf("%s: sink %q is not listed in %s_SINKS", name, owner, envPrefix)
+		return fmt.Sprintf("sink %q is not listed in %s_SINKS, so this is not used", owner, envPrefix), false
 	}
-	if guess := closest(name, candidates); guess != "" {
-		return fmt.Sprintf("%s is not a pophook variable (typo? did you mean %s?)", name, guess)
-	}
-	return fmt.Sprintf("%s is not a pophook variable (typo?)", name)
+	return "not a pophook variable, ignored", false
 }
 
 // ownerName returns the account or sink name in a variable prefix<NAME>_<SUFFIX>

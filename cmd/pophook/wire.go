@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pophook/pophook/internal/config"
+	"github.com/pophook/pophook/sinks"
+	"github.com/pophook/pophook/sinks/maildir"
+	"github.com/pophook/pophook/sinks/webhook"
+	"github.com/pophook/pophook/state"
+	"github.com/pophook/pophook/worker"
+	"github.com/pophook/pophook/worker/pop3"
+)
+
+// wiring is the configuration turned into typed accounts and sinks, with
+// every check that needs no disk done. Nothing has been created yet.
+type wiring struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	accounts []*worker.Account
+	built    map[string]sinks.Sink // sinks that need no disk (webhooks)
+	maildirs map[string]string     // sink name -> path, created by open
+}
+
+// wire builds the accounts and the sinks that can be built without
+// touching the disk, and checks the rest. Its errors are configuration
+// errors (exit status 2) naming the variable.
+func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
+	w := &wiring{cfg: cfg, log: log, built: map[string]sinks.Sink{}, maildirs: map[string]string{}}
+	spool := filepath.Join(cfg.DataDir, "spool")
+	var problems []string
+	for _, name := range sortedKeys(cfg.Sinks) {
+		sc := cfg.Sinks[name]
+		prefix := "POPHOOK_SINK_" + strings.ToUpper(name)
+		switch sc.Type {
+		case config.SinkMaildir:
+			w.maildirs[name] = sc.Path
+		case config.SinkWebhook:
+			inline := sc.InlineLimit
+			if inline == 0 {
+				inline = -1 // INLINE_LIMIT=0: no attachment content at all
+			}
+			s, err := webhook.New(webhook.Options{
+				Name: sc.Name, URL: sc.URL, Format: sc.Format, Secret: source(sc.Secret), Headers: source(sc.Headers),
+				Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFilename: sc.FormFilename,
+				FormFields: sc.FormFields, AcceptHTML: sc.AcceptHTML, InlineLimit: inline, IncludeRaw: sc.IncludeRaw,
+				TempDir: spool, UserAgent: "pophook/" + version, Logger: log.With("sink", name),
+			})
+			if err != nil {
+				problems = append(problems, prefix+": "+err.Error())
+				continue
+			}
+			w.built[name] = s
+		default:
+			problems = append(problems, fmt.Sprintf("%s_TYPE: sink type %q is not available in this version of pophook (it has webhook and maildir)", prefix, sc.Type))
+		}
+	}
+	for i := range cfg.Accounts {
+		a, err := account(&cfg.Accounts[i])
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		w.accounts = append(w.accounts, a)
+	}
+	if len(problems) > 0 {
+		return nil, &exitError{code: 2, err: fmt.Errorf("the configuration has problems:\n  %s", strings.Join(problems, "\n  "))}
+	}
+	return w, nil
+}
+
+// account turns a configured account into the worker's.
+func account(c *config.Account) (*worker.Account, error) {
+	prefix := "POPHOOK_ACCOUNT_" + strings.ToUpper(c.Name)
+	a := &worker.Account{
+		Name: c.Name, Host: c.Host, Port: c.Port, AllowInsecureAuth: c.AllowInsecure,
+		Username: c.Username, Mechanism: pop3.Mechanism(c.Auth), Schedule: c.Schedule, Sinks: c.Sinks,
+		Keep: worker.Keep{Forever: c.Keep.Forever, After: c.Keep.After}, SkipExisting: c.SkipExisting,
+		MaxMessageSize: c.MaxMessageSize,
+	}
+	switch c.TLS {
+	case config.TLSImplicit:
+		a.TLS = pop3.TLSImplicit
+	case config.TLSStartTLS:
+		a.TLS = pop3.TLSStartTLS
+	case config.TLSNone:
+		a.TLS = pop3.TLSNone
+	}
+	tlsConfig, err := pop3.TLSConfig(c.Host, c.TLSCAFile, c.TLSSkipVerify)
+	if err != nil {
+		return nil, fmt.Errorf("%s_TLS_CA_FILE: %w", prefix, err)
+	}
+	a.TLSConfig = tlsConfig
+	secret := c.Password
+	a.Credential = worker.CredentialFunc(func(context.Context) (string, error) { return secret.Reveal() })
+	return a, nil
+}
+
+// source reads a configured secret at every use; nil when it is not set.
+func source(s config.Secret) webhook.Source {
+	if !s.IsSet() {
+		return nil
+	}
+	return s.Reveal
+}
+
+type app struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	ledger *state.Ledger
+	jobs   []*worker.Job
+}
+
+// open creates what pophook needs on disk (the data dir, its ledger and
+// spool, the Maildirs) and the jobs.
+func (w *wiring) open() (*app, error) {
+	for _, name := range sortedKeys(w.maildirs) {
+		s, err := maildir.New(w.maildirs[name], w.log.With("sink", name))
+		if err != nil {
+			return nil, err
+		}
+		w.built[name] = s
+	}
+	ledger, err := state.Open(w.cfg.DataDir, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: w.cfg, log: w.log, ledger: ledger}
+	spool := filepath.Join(w.cfg.DataDir, "spool")
+	if err := cleanSpool(spool); err != nil {
+		a.close()
+		return nil, err
+	}
+	fingerprints := map[string]string{}
+	for name, sc := range w.cfg.Sinks {
+		fp, err := sinkFingerprint(ledger, sc)
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		fingerprints[name] = fp
+	}
+	events := worker.LogEvents(w.log)
+	for _, acct := range w.accounts {
+		j := &worker.Job{Account: acct, Sinks: map[string]sinks.Sink{}, SinkConfig: map[string]string{},
+			Ledger: ledger, SpoolDir: spool, Logger: w.log, OnEvent: events}
+		for _, s := range acct.Sinks {
+			j.Sinks[s] = w.built[s]
+			j.SinkConfig[s] = fingerprints[s]
+		}
+		if w.log.Enabled(context.Background(), slog.LevelDebug) {
+			j.Trace = &traceWriter{log: w.log.With("account", acct.Name)}
+		}
+		a.jobs = append(a.jobs, j)
+	}
+	return a, nil
+}
+
+func (a *app) close() { a.ledger.Close() }
+
+// sinkFingerprint condenses everything a sink is configured with, secrets
+// included (through the ledger's keyed fingerprint, never stored as they
+// are), so that a rejection recorded under one configuration is offered
+// again once the configuration changes.
+func sinkFingerprint(l *state.Ledger, sc *config.Sink) (string, error) {
+	shown, err := json.Marshal(sc) // secrets redacted; their values follow
+	if err != nil {
+		return "", err
+	}
+	parts := []string{string(shown), sc.URL}
+	for _, s := range []config.Secret{sc.Secret, sc.Headers, sc.Password} {
+		v, err := s.Reveal()
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, v)
+	}
+	return l.Fingerprint(parts...), nil
+}
+
+// cleanSpool makes the spool directory and removes what a killed process
+// left in it: spool files are only ever needed by the run that wrote them.
+func cleanSpool(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+	}
+	return nil
+}

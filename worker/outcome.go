@@ -1,0 +1,200 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Result is what one run of a job did.
+type Result struct {
+	Account  string
+	Started  time.Time
+	Duration time.Duration
+
+	Listed    int // messages on the server at the last listing
+	Delivered int // messages newly delivered to all their sinks
+	Deleted   int // deletions confirmed by QUIT
+	// Problems are what went wrong with single messages or sinks; the
+	// run itself may have succeeded.
+	Problems []Problem
+	// Skipped says why the run did nothing; SkipNone when it ran.
+	Skipped SkipReason
+	// NextAttempt is when a skipped run may try again (back-off, login
+	// delay); zero when at the next tick.
+	NextAttempt time.Time
+	// SkipDetail is what the server said, for a skipped run.
+	SkipDetail string
+}
+
+// SkipReason says why a run did nothing.
+type SkipReason string
+
+const (
+	SkipNone        SkipReason = ""
+	SkipInUse       SkipReason = "mailbox in use by another session"
+	SkipLoginDelay  SkipReason = "the server asks for a delay between logins"
+	SkipAuthBackoff SkipReason = "backing off after refused logins"
+)
+
+// Skip describes a skipped run in one line.
+func (r *Result) Skip() string {
+	if r.Skipped == SkipNone {
+		return ""
+	}
+	s := string(r.Skipped)
+	if r.SkipDetail != "" {
+		s += " (" + r.SkipDetail + ")"
+	}
+	if !r.NextAttempt.IsZero() {
+		s += "; next attempt at " + r.NextAttempt.Format(time.RFC3339)
+	}
+	return s
+}
+
+// ProblemKind classifies a Problem.
+type ProblemKind string
+
+const (
+	// ProblemRejected: a sink rejected the message; it stays on the server
+	// and is offered again on a slow schedule.
+	ProblemRejected ProblemKind = "rejected"
+	// ProblemWaiting: a rejected message whose next attempt is not due.
+	ProblemWaiting ProblemKind = "waiting"
+	// ProblemSinkFailed: a sink failed temporarily and is not used again
+	// in this run.
+	ProblemSinkFailed ProblemKind = "sink_failed"
+	// ProblemSinkUnavailable: a sink cannot work until someone fixes it.
+	ProblemSinkUnavailable ProblemKind = "sink_unavailable"
+	// ProblemTooLarge: over MAX_MESSAGE_SIZE; left on the server.
+	ProblemTooLarge ProblemKind = "too_large"
+	// ProblemRetr: the server refused to send the message.
+	ProblemRetr ProblemKind = "retr_failed"
+	// ProblemSizeMismatch: RETR gave a size far from LIST's; delivered
+	// as served and never deleted automatically.
+	ProblemSizeMismatch ProblemKind = "size_mismatch"
+	// ProblemDele: the server refused to delete a delivered message.
+	ProblemDele ProblemKind = "dele_refused"
+)
+
+// Problem is one thing that went wrong with a message or a sink.
+type Problem struct {
+	Kind ProblemKind
+	UIDL string // "" when it concerns a sink as a whole
+	Sink string // "" when no sink is involved
+	Err  error
+}
+
+func (p Problem) Error() string {
+	var s string
+	switch p.Kind {
+	case ProblemRejected:
+		s = fmt.Sprintf("sink %s rejected it; it stays on the server and is offered again later", p.Sink)
+	case ProblemWaiting:
+		s = fmt.Sprintf("sink %s rejected it earlier", p.Sink)
+	case ProblemSinkFailed:
+		s = fmt.Sprintf("sink %s failed; it is not used again in this run", p.Sink)
+	case ProblemSinkUnavailable:
+		s = fmt.Sprintf("sink %s is unavailable until its problem is fixed; its messages stay on the server", p.Sink)
+	case ProblemTooLarge:
+		s = "too large; left on the server"
+	case ProblemRetr:
+		s = "the server did not send it"
+	case ProblemSizeMismatch:
+		s = "delivered, but kept on the server"
+	case ProblemDele:
+		s = "the server refused to delete it"
+	default:
+		s = string(p.Kind)
+	}
+	if p.Err != nil {
+		s += ": " + p.Err.Error()
+	}
+	return s
+}
+
+func (p Problem) Unwrap() error { return p.Err }
+
+// Line is the problem in one line, naming the account and the message.
+func (p Problem) Line(account string) string {
+	if p.UIDL == "" {
+		return fmt.Sprintf("account %s: %s", account, p.Error())
+	}
+	return fmt.Sprintf("account %s, message %s: %s", account, p.UIDL, p.Error())
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+const (
+	// EventDelivered: a message reached all its sinks.
+	EventDelivered EventKind = iota
+	// EventProblem: a Problem, as it happened.
+	EventProblem
+	// EventRunDone: a run ended; Result and Err are set.
+	EventRunDone
+)
+
+// Event is what a job reports as it goes, to logs now and to metrics and
+// the status page: one hook for all of them.
+type Event struct {
+	Kind    EventKind
+	Account string
+	At      time.Time
+
+	UIDL, Key string // EventDelivered
+	Size      int64
+	Problem   Problem // EventProblem
+	Result    *Result // EventRunDone
+	Err       error   // EventRunDone: the run failed as a whole
+}
+
+// LogEvents returns an event hook that logs: each delivery at info, each
+// problem at warn, and a line per run.
+func LogEvents(log *slog.Logger) func(Event) {
+	return func(e Event) {
+		l := log.With("account", e.Account)
+		switch e.Kind {
+		case EventDelivered:
+			l.Info("delivered", "uidl", e.UIDL, "key", e.Key, "size", e.Size)
+		case EventProblem:
+			attrs := []any{"kind", string(e.Problem.Kind)}
+			if e.Problem.UIDL != "" {
+				attrs = append(attrs, "uidl", e.Problem.UIDL)
+			}
+			if e.Problem.Sink != "" {
+				attrs = append(attrs, "sink", e.Problem.Sink)
+			}
+			if e.Problem.Err != nil {
+				attrs = append(attrs, "err", e.Problem.Err)
+			}
+			l.Warn(e.Problem.Error(), attrs...)
+		case EventRunDone:
+			r := e.Result
+			l = l.With("duration", r.Duration.Round(time.Millisecond))
+			switch {
+			case e.Err != nil:
+				l.Error("fetch failed", "err", e.Err)
+			case r.Skipped != SkipNone:
+				level := slog.LevelInfo
+				if r.Skipped == SkipAuthBackoff {
+					level = slog.LevelWarn
+				}
+				l.Log(context.Background(), level, "fetch skipped", "reason", r.Skip())
+			default:
+				l.Info("fetch done", "listed", r.Listed, "delivered", r.Delivered, "deleted", r.Deleted, "problems", len(r.Problems))
+			}
+		}
+	}
+}
+
+// Status is a job's state for the status page and readiness, readable
+// while a run holds the job.
+type Status struct {
+	Account    string
+	Running    bool
+	RunStarted time.Time // of the run under way, or of the last one
+	Last       *Result   // the last finished run; nil before the first
+	LastErr    error
+}
