@@ -868,7 +868,8 @@ func TestEnvExample(t *testing.T) {
 	if len(warnings) > 0 {
 		t.Errorf(".env.example gives warnings: %q", warnings)
 	}
-	if len(cfg.Accounts) != 1 || len(cfg.Sinks) != 3 {
+	// The smtp relay is shown but commented out until its sink exists.
+	if len(cfg.Accounts) != 1 || len(cfg.Sinks) != 2 {
 		t.Errorf(".env.example loads as %+v", cfg)
 	}
 }
