@@ -87,6 +87,14 @@ type Problem struct {
 }
 
 func (p Problem) Error() string {
+	if p.Err == nil {
+		return p.Summary()
+	}
+	return p.Summary() + ": " + p.Err.Error()
+}
+
+// Summary says what happened in words, without the underlying error.
+func (p Problem) Summary() string {
 	var s string
 	switch p.Kind {
 	case ProblemRejected:
@@ -107,9 +115,6 @@ func (p Problem) Error() string {
 		s = "the server refused to delete it"
 	default:
 		s = string(p.Kind)
-	}
-	if p.Err != nil {
-		s += ": " + p.Err.Error()
 	}
 	return s
 }
@@ -169,7 +174,7 @@ func LogEvents(log *slog.Logger) func(Event) {
 			if e.Problem.Err != nil {
 				attrs = append(attrs, "err", e.Problem.Err)
 			}
-			l.Warn(e.Problem.Error(), attrs...)
+			l.Warn(e.Problem.Summary(), attrs...)
 		case EventRunDone:
 			r := e.Result
 			l = l.With("duration", r.Duration.Round(time.Millisecond))
