@@ -3,8 +3,10 @@ package receiver
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // TestWebhookDocQuotesTheCode keeps docs/webhook.md honest: the code and
@@ -46,6 +48,42 @@ func TestWebhookDocQuotesTheCode(t *testing.T) {
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("webhook.md lacks the test vector's %q", s)
+		}
+	}
+}
+
+// TestWebhookDocAnchors checks that every link to a section of webhook.md
+// names a heading, slugged as GitHub does (lower case, punctuation
+// dropped, spaces to hyphens).
+func TestWebhookDocAnchors(t *testing.T) {
+	doc, err := os.ReadFile("../webhook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slugs := map[string]bool{}
+	inFence := false
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		slug := strings.Map(func(r rune) rune {
+			switch {
+			case r == ' ':
+				return '-'
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				return unicode.ToLower(r)
+			}
+			return -1
+		}, title)
+		slugs[slug] = true
+	}
+	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(string(doc), -1) {
+		if !slugs[m[1]] {
+			t.Errorf("webhook.md links to #%s, which is no heading", m[1])
 		}
 	}
 }

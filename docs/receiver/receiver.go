@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -98,7 +99,9 @@ func decodeSecret(secret string) ([]byte, error) {
 // verifies it with secret, and calls store with the delivery id and the
 // body, once per id. It answers
 //
-//   - 204 when store succeeded, and again for every repeat of that id;
+//   - 204 when store succeeded, and again for every repeat of that id
+//     (200 with the body "ok" for format form, which pophook reads the
+//     way Request Tracker's mail gateway answers: only "ok" is a receipt);
 //   - 401 when the signature does not verify, 400 for a malformed request,
 //     413 for a body over the cap, 405 for a method other than POST
 //     (pophook keeps the message and shows the rejection in its logs);
@@ -171,7 +174,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	switch {
 	case stored: // a repeat: acknowledge it again, store nothing
-		w.WriteHeader(http.StatusNoContent)
+		acknowledge(w, r)
 		return
 	case seen: // the same delivery is being stored right now
 		w.Header().Set("Retry-After", "1")
@@ -181,6 +184,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if err := h.storeOnce(id, body); err != nil {
 		http.Error(w, "cannot store the message", http.StatusInternalServerError)
+		return
+	}
+	acknowledge(w, r)
+}
+
+// acknowledge answers a delivery that is stored. With format form, pophook
+// takes a 2xx for a receipt only when the body starts with "ok" (the
+// convention of mail gateways); the other formats want no body.
+func acknowledge(w http.ResponseWriter, r *http.Request) {
+	if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType == "multipart/form-data" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

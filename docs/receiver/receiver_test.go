@@ -194,7 +194,7 @@ func TestVerifyDocumentedVector(t *testing.T) {
 const (
 	vectorID        = "ph1_30d2f09625d29cfe21c34ac141aec2260ff9b971"
 	vectorTimestamp = "1795755607" // 2026-11-27T05:00:07Z, the payload's timestamp
-	vectorSignature = "v1,V/WBcMz71uQmxuUye6NsSftLRLBxIOZ19qauGENrzxQ="
+	vectorSignature = "v1,AhpHpBwGJs+GV391HJkW6Gcjw7l2ziVuOpXZN82WWWQ="
 )
 
 func TestHandlerStores(t *testing.T) {
@@ -388,5 +388,23 @@ func TestHandlerPanicsOnBadConfig(t *testing.T) {
 			}()
 			Handler(tt.secret, tt.store)
 		}()
+	}
+}
+
+// TestHandlerFormAnswersOK: pophook counts a 2xx to format form as
+// delivered only when the body starts with "ok".
+func TestHandlerFormAnswersOK(t *testing.T) {
+	var rec recorder
+	h := Handler(testSecret, rec.store)
+	for i := 0; i < 2; i++ { // the delivery, then a repeat
+		r := request(t, testSecret, id1, time.Now(), body1)
+		r.Header.Set("Content-Type", "multipart/form-data; boundary=xyz")
+		w := serve(h, r)
+		if w.Code != http.StatusOK || !strings.HasPrefix(w.Body.String(), "ok") {
+			t.Fatalf("attempt %d: %d %q, want 200 and a body starting with ok", i+1, w.Code, w.Body)
+		}
+	}
+	if rec.count(id1) != 1 {
+		t.Errorf("stored %d times, want once", rec.count(id1))
 	}
 }

@@ -46,9 +46,14 @@ type message struct {
 	ReplyTo       []address    `json:"reply_to"`
 	To            []address    `json:"to"`
 	Cc            []address    `json:"cc"`
+	OrigRecipient string       `json:"original_recipient"`
+	MailboxHash   string       `json:"mailbox_hash"`
 	Headers       []header     `json:"headers"`
 	Text          string       `json:"text"`
 	HTML          string       `json:"html"`
+	TextFromHTML  bool         `json:"text_from_html"`
+	StrippedText  string       `json:"stripped_text"`
+	StrippedSig   string       `json:"stripped_signature"`
 	Attachments   []attachment `json:"attachments"`
 	AutoSubmitted bool         `json:"auto_submitted"`
 	ParseErrors   []string     `json:"parse_errors"`
@@ -191,6 +196,24 @@ func TestExampleDecodesStrictly(t *testing.T) {
 	if strings.Contains(d.Text, "\r") || strings.Contains(d.HTML, "\r") {
 		t.Error("text and html must use \\n line breaks")
 	}
+	// The example is a reply to a ticket address with a +tag, Outlook
+	// style: the quoted request comes after a header block.
+	if d.OrigRecipient != "support+t4711@example.com" || d.MailboxHash != "t4711" {
+		t.Errorf("original_recipient %q, mailbox_hash %q", d.OrigRecipient, d.MailboxHash)
+	}
+	if d.TextFromHTML || !strings.HasPrefix(d.Text, d.StrippedText) || d.StrippedText == d.Text ||
+		strings.Contains(d.StrippedText, "发件人") || !strings.HasSuffix(d.StrippedText, "张三") {
+		t.Errorf("stripped_text %q is not the reply at the top of text %q", d.StrippedText, d.Text)
+	}
+	var original string
+	for _, h := range d.Headers {
+		if h.Name == "Message-ID" {
+			original = h.Value
+		}
+	}
+	if original != d.MessageID {
+		t.Errorf("headers carry Message-ID %q, message_id is %q", original, d.MessageID)
+	}
 	if len(d.Attachments) != 1 {
 		t.Fatalf("%d attachments, want 1", len(d.Attachments))
 	}
@@ -247,6 +270,11 @@ func TestValidatorHasTeeth(t *testing.T) {
 		"bad id":               func(d map[string]any) { d["id"] = "ph1/../x" },
 		"bad account":          func(d map[string]any) { d["account"] = "Support" },
 		"header without value": func(d map[string]any) { delete(d["headers"].([]any)[0].(map[string]any), "value") },
+		"text_from_html text":  func(d map[string]any) { d["text_from_html"] = "false" },
+		"no stripped_text":     func(d map[string]any) { delete(d, "stripped_text") },
+		"null signature":       func(d map[string]any) { d["stripped_signature"] = nil },
+		"no mailbox_hash":      func(d map[string]any) { delete(d, "mailbox_hash") },
+		"recipient as array":   func(d map[string]any) { d["original_recipient"] = []any{"support@example.com"} },
 	}
 	for name, mutate := range mutations {
 		_, example := readJSON(t, "../example-payload.json")

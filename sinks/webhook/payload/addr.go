@@ -113,7 +113,9 @@ func lenientAddresses(v, hint string) ([]address, []string) {
 			dn, probs := decodeWords(a.Name, hint)
 			problems = append(problems, probs...)
 			if !utf8.ValidString(a.Address) {
-				a.Address, _ = guess([]byte(a.Address), hint)
+				var used string
+				a.Address, used = guess([]byte(a.Address), hint)
+				problems = append(problems, "8-bit address read as "+used)
 			}
 			out = append(out, address{Name: cleanName(dn), Address: a.Address})
 		}
@@ -319,11 +321,13 @@ func cleanName(s string) string {
 }
 
 // msgIDs returns the message identifiers in a Message-ID, In-Reply-To or
-// References value, undecoded, with their angle brackets. Folding white
-// space inside an identifier is removed; a value without any "<...>" is
-// split on white space and commas.
-func msgIDs(v string) []string {
-	var ids []string
+// References value, undecoded, with their angle brackets. Comments and
+// folding white space inside an identifier (the obsolete syntax of
+// RFC 5322 section 4.5.4) are removed: they are not part of it, and a
+// mailer that copies the id into a reply may or may not keep them, so
+// only the bare id compares. A value without any "<...>" is split on
+// white space and commas. replaced reports bytes that were not UTF-8.
+func msgIDs(v string) (ids []string, replaced bool) {
 	for rest := v; ; {
 		lt := strings.IndexByte(rest, '<')
 		if lt < 0 {
@@ -346,7 +350,8 @@ func msgIDs(v string) []string {
 	for i, id := range ids {
 		if !utf8.ValidString(id) {
 			ids[i] = strings.ToValidUTF8(id, "\uFFFD")
+			replaced = true
 		}
 	}
-	return ids
+	return ids, replaced
 }

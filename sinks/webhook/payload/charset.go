@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"fmt"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -136,7 +137,9 @@ var (
 // UTF-8 when they are valid UTF-8, else the hint (the charset the rest of
 // the message declares) when it decodes them cleanly, else GB18030 when
 // they look like Chinese (runs of GB2312-range byte pairs), else
-// windows-1252. It returns the charset used.
+// windows-1252. It returns the charset used, followed by how many bytes
+// became U+FFFD when windows-1252 has no character for some (0x81, 0x8D,
+// 0x8F, 0x90, 0x9D), so that every caller's problem says so.
 func guess(b []byte, hint string) (string, string) {
 	if utf8.Valid(b) {
 		return string(b), "utf-8"
@@ -153,7 +156,10 @@ func guess(b []byte, hint string) (string, string) {
 			return s, "gb18030"
 		}
 	}
-	s, _ := windows1252.decode(b)
+	s, bad := windows1252.decode(b)
+	if bad > 0 {
+		return s, fmt.Sprintf("windows-1252 (%d undecodable bytes replaced with U+FFFD)", bad)
+	}
 	return s, "windows-1252"
 }
 

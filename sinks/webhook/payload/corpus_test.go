@@ -39,9 +39,14 @@ type doc struct {
 		ReplyTo       []jsonAddress       `json:"reply_to"`
 		To            []jsonAddress       `json:"to"`
 		Cc            []jsonAddress       `json:"cc"`
+		OrigRecipient string              `json:"original_recipient"`
+		MailboxHash   string              `json:"mailbox_hash"`
 		Headers       []map[string]string `json:"headers"`
 		Text          string              `json:"text"`
 		HTML          string              `json:"html"`
+		TextFromHTML  bool                `json:"text_from_html"`
+		StrippedText  string              `json:"stripped_text"`
+		StrippedSig   string              `json:"stripped_signature"`
 		Attachments   []jsonAttachment    `json:"attachments"`
 		AutoSubmitted bool                `json:"auto_submitted"`
 		ParseErrors   []string            `json:"parse_errors"`
@@ -102,6 +107,7 @@ func render(t *testing.T, name string, data []byte, opts Options) (*doc, []byte)
 		t.Fatal(err)
 	}
 	checkShape(t, name, out)
+	checkReplacements(t, name, data, &d)
 	if d.Type != "message.received" || d.Timestamp != "2026-11-27T05:00:00Z" {
 		t.Errorf("%s: type %q timestamp %q", name, d.Type, d.Timestamp)
 	}
@@ -137,7 +143,8 @@ func checkShape(t *testing.T, name string, out []byte) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"id", "account", "mailbox", "uidl", "size", "sha256", "message_id", "in_reply_to",
-		"references", "date", "subject", "from", "reply_to", "to", "cc", "headers", "text", "html",
+		"references", "date", "subject", "from", "reply_to", "to", "cc", "original_recipient", "mailbox_hash",
+		"headers", "text", "html", "text_from_html", "stripped_text", "stripped_signature",
 		"attachments", "auto_submitted", "parse_errors"} {
 		v, ok := m.Data[k]
 		if !ok {

@@ -23,6 +23,7 @@ type golden struct {
 	replyTo   []address
 	text      []string // each must occur in text; nil means text is ""
 	html      []string // likewise for html
+	fromHTML  bool     // text was rendered from html (no text/plain body)
 	atts      []string // attachment file names, in order
 	date      string   // RFC 3339, "" when the message has none or a bad one
 	messageID string
@@ -77,7 +78,8 @@ var goldens = []golden{
 		date: "2002-01-09T19:47:50-07:00", messageID: "<101BN3c3ce68600277550d@bounce.quris.net>"},
 	{file: "error_emails/content_transfer_encoding_empty.eml", subject: "4d8119¡@(¤j¸ÉªwÄÑ±M½æ) ¤j®a»¡\u00ad^»y ¨C¤éÅ¥MP3 (2004¦~6¤ë¥÷) ÁcÅé¤¤¤å¥úºÐª© (\u00ad^»y±Ð¾Ç)¡@8afb90",
 		fromAddr: "3712f2@msa.hinet.net", to: []string{"brucegemini@yahoo.com.tw"},
-		html: []string{"<html>\n<body>", "http://toolbar.yahoo.com.hk"}, messageID: "<11107978796724623>"},
+		html: []string{"<html>\n<body>", "http://toolbar.yahoo.com.hk"}, messageID: "<11107978796724623>",
+		text: []string{"9bbf38a544f990e73cd12f3c56c60e6180edebd31d752d3997fa4c0650d6aaa338f73f", "\n_____", " Yahoo! ", " http://toolbar.yahoo.com.hk"}, fromHTML: true},
 	{file: "error_emails/content_transfer_encoding_plain.eml", subject: "bookkeeping Get in on IGTS asap.",
 		fromName: "shavonda Cabral", fromAddr: "baocqccyw@hq.lindsayelec.com", to: []string{"em-ca-bruceg@em.ca"},
 		text: []string{"Exciting Easter Investor Alert", "ìIGTSî."}, date: "2005-03-27T19:11:59-06:00",
@@ -94,10 +96,13 @@ var goldens = []golden{
 	{file: "error_emails/content_transfer_encoding_text-html.eml", subject: "Re: We will help you refinance your home.",
 		fromName: "chianfong cuthbert", fromAddr: "abhijit.862153drinnan@datavalet.com", to: []string{"cvs@bruce-guenter.dyndns.org"},
 		cc: []string{"rait@bruce-guenter.dyndns.org"}, html: []string{"You have qualified for the lowest rate in years.<br>"},
+		text: []string{"Hello,\n\nYou have qualified for the lowest rate in years.\nYou could get over $400,000 for as little as $500 a month.",
+			"Best Regards,\nchianfong cuthbert, Account Manager\nReynolds Associates, LLC"}, fromHTML: true,
 		date: "2005-05-06T15:55:01+04:00"},
 	{file: "error_emails/content_transfer_encoding_with_8bits.eml", subject: "The Original Advantage #e13011",
 		fromName: "announcements@provantage.com", fromAddr: "announcements@provantage.com", to: []string{"jeff_dasovich@enron.com"},
-		html: []string{"<title>PROVANTAGE.COM : The Original Advantage</title>"}, date: "2001-12-04T17:11:25-04:59"},
+		html: []string{"<title>PROVANTAGE.COM : The Original Advantage</title>"}, date: "2001-12-04T17:11:25-04:59",
+		text: []string{"December 04, 2001\n", "Holiday Gift Ideas for the Computer Professional!\n"}, fromHTML: true},
 	{file: "error_emails/content_transfer_encoding_with_semi_colon.eml", subject: "Attention",
 		fromName: "Shelby", fromAddr: "nsukijamq@morozstudio.tk", to: []string{"cvs@bruce-guenter.dyndns.org"},
 		text: []string{"You have been pre-approved for a $402,000 Home Loan at a 3.45% Fixed Rate."},
@@ -140,7 +145,8 @@ var goldens = []golden{
 		to: []string{"redacted@Enron.com"}, text: []string{"foo"}, html: []string{"<p>foo</p>"},
 		messageID: "<105647271315.NCV17523@x263.net>"},
 	{file: "error_emails/multiple_invalid_content_dispositions.eml", subject: "Redacted", fromAddr: "redacted@flashmail.net",
-		to: []string{"redacted@Enron.com"}, html: []string{"<p>foo</p>"}, errs: []string{"part 1: malformed Content-Disposition"}},
+		to: []string{"redacted@Enron.com"}, html: []string{"<p>foo</p>"}, errs: []string{"part 1: malformed Content-Disposition"},
+		text: []string{"foo"}, fromHTML: true},
 	{file: "error_emails/multiple_references_with_one_invalid.eml", subject: "Redacted", fromAddr: "redacted@flashmail.net",
 		to: []string{"redacted@Enron.com"}, text: []string{"foo"}, html: []string{"<p>foo</p>"},
 		refs: []string{"<foo@bar.net>", "<baz@bar.net>", "<invalid.something@bar.net>"},
@@ -167,7 +173,7 @@ var goldens = []golden{
 		atts: []string{"Eelanalüüsi päring.jpg"}, date: "2009-05-13T11:42:01-04:00"},
 	{file: "attachment_emails/attachment_message_rfc822_inline_image.eml", subject: "test", fromAddr: "test@example.com",
 		to: []string{"foo@example.com"}, html: []string{`<img src="cid:emedfeb92f-a786-4718-a446-98db8afb53fb@kronos" />`},
-		atts: []string{"img.png", "Testmail.eml"}, date: "2020-04-21T15:40:22+02:00"},
+		atts: []string{"img.png", "Testmail.eml"}, date: "2020-04-21T15:40:22+02:00", fromHTML: true},
 	{file: "mime_emails/raw_email_with_mimepart_without_content_type.eml", subject: "Warning: could not send message for past 1 day",
 		fromName: "Mail Delivery Subsystem", fromAddr: "MAILER-DAEMON@antivirus.uqam.ca", to: []string{"roor32@gmail.com"},
 		text: []string{"Warning: message still undelivered after 1 day"}, atts: []string{"", "Est-ce toi ?.eml"},
@@ -252,6 +258,9 @@ func TestGolden(t *testing.T) {
 			}
 			checkBody(t, "text", m.Text, g.text)
 			checkBody(t, "html", m.HTML, g.html)
+			if m.TextFromHTML != g.fromHTML {
+				t.Errorf("text_from_html %v, want %v", m.TextFromHTML, g.fromHTML)
+			}
 			var names []string
 			for _, a := range m.Attachments {
 				names = append(names, a.Filename)

@@ -16,12 +16,20 @@ import (
 // lenient reading for being malformed (not for a legitimate RFC 2231
 // charset).
 func parseParams(v string) (typ string, params map[string]string, ok bool) {
+	typ, params, ok, _ = parseParamsReport(v)
+	return typ, params, ok
+}
+
+// parseParamsReport is parseParams that also says, by parameter name,
+// which RFC 2231 values could not be decoded cleanly (U+FFFD, or bytes
+// whose charset had to be guessed).
+func parseParamsReport(v string) (typ string, params map[string]string, ok bool, problems map[string]string) {
 	t, p, err := mime.ParseMediaType(v)
 	if err == nil && !strings.Contains(v, "*=") {
-		return t, p, true
+		return t, p, true, nil
 	}
-	t, p = lenientParams(v)
-	return t, p, err == nil
+	t, p, problems = lenientParams(v)
+	return t, p, err == nil, problems
 }
 
 // lenientParams reads "type; a=b; c="d e"; f*0*=utf-8”%E2..." as well as
@@ -29,7 +37,7 @@ func parseParams(v string) (typ string, params map[string]string, ok bool) {
 // value at the end of the string, a missing type ("filename=x") gives "",
 // the first of duplicate parameters wins, and RFC 2231 continuations and
 // charsets are decoded.
-func lenientParams(v string) (string, map[string]string) {
+func lenientParams(v string) (string, map[string]string, map[string]string) {
 	typ := v
 	rest := ""
 	if i := strings.IndexByte(v, ';'); i >= 0 {
@@ -97,13 +105,15 @@ func lenientParams(v string) (string, map[string]string) {
 			order = append(order, name)
 		}
 	}
-	return typ, assemble2231(raw, order)
+	params, problems := assemble2231(raw, order)
+	return typ, params, problems
 }
 
 // assemble2231 joins RFC 2231 continuations (name*0, name*1*, ...) and
 // decodes extended values (name*=charset'lang'%XX) in any charset.
-func assemble2231(raw map[string]string, order []string) map[string]string {
-	out := map[string]string{}
+// problems describes, by parameter, a value that did not decode cleanly.
+func assemble2231(raw map[string]string, order []string) (out, problems map[string]string) {
+	out = map[string]string{}
 	type seg struct {
 		n       int
 		ext     bool
@@ -161,25 +171,42 @@ func assemble2231(raw map[string]string, order []string) map[string]string {
 			out[base] = string(b)
 			continue
 		}
-		out[base] = decodeCharsetString(b, cs)
+		var problem string
+		out[base], problem = decodeCharsetString(b, cs)
+		if problem != "" {
+			if problems == nil {
+				problems = map[string]string{}
+			}
+			problems[base] = problem
+		}
 	}
-	return out
+	return out, problems
 }
 
 // decodeCharsetString decodes b in the named charset, falling back to a
-// guess for an unknown one. It is for short values (parameters).
-func decodeCharsetString(b []byte, cs string) string {
+// guess for an unknown one. It is for short values (parameters); problem
+// is "" when b decoded cleanly.
+func decodeCharsetString(b []byte, cs string) (s, problem string) {
 	n := normalizeCharset(cs)
 	if n == "utf-8" || n == "us-ascii" {
-		s, _ := guess(b, "")
-		return s
+		s, used := guess(b, "")
+		if used != "utf-8" && !isASCII(b) {
+			return s, fmt.Sprintf("RFC 2231 value labelled %q is not %s; read as %s", clip(cs, 40), n, used)
+		}
+		return s, ""
 	}
 	if c, ok := lookupCharset(n); ok {
-		s, _ := c.decode(b)
-		return s
+		s, bad := c.decode(b)
+		if bad > 0 {
+			return s, fmt.Sprintf("%d undecodable sequences in %s RFC 2231 value replaced with U+FFFD", bad, c.name)
+		}
+		return s, ""
 	}
-	s, _ := guess(b, "")
-	return s
+	s, used := guess(b, "")
+	if isASCII(b) {
+		return s, ""
+	}
+	return s, fmt.Sprintf("unknown charset %q in RFC 2231 value; read as %s", clip(cs, 40), used)
 }
 
 func percentDecode(s string) []byte {

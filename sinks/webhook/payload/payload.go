@@ -55,12 +55,17 @@ const (
 // base64 straight into w, and text and html are cut at 4 MiB each.
 //
 // Choices a receiver may rely on: text and html use "\n" line endings;
-// content_id is given without angle brackets (as in a "cid:" URL);
-// message_id, in_reply_to and references keep theirs; a nested
-// message/rfc822 without a file name is named after its subject + ".eml";
-// the date keeps the sender's offset.
+// text is rendered from html when the message has no text/plain body
+// (text_from_html); content_id is given without angle brackets (as in a
+// "cid:" URL); message_id, in_reply_to and references keep theirs, with
+// the comments and white space of the obsolete syntax removed, so that
+// they compare with the ids other mailers copy into their replies (the
+// header as written stays in headers); a nested message/rfc822 without a
+// file name is named after its subject + ".eml"; the date keeps the
+// sender's offset. Every value that needed U+FFFD for bytes that could not
+// be decoded is named in parse_errors.
 func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
-	a, err := analyze(raw)
+	a, err := analyze(raw, meta.Mailbox)
 	if err != nil {
 		return err
 	}
@@ -114,6 +119,10 @@ func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
 		}
 		j.raw("]")
 	}
+	j.raw(`,"original_recipient":`)
+	j.str(a.originalRecipient)
+	j.raw(`,"mailbox_hash":`)
+	j.str(a.mailboxHash)
 	j.raw(`,"headers":[`)
 	for i, h := range a.headers {
 		if i > 0 {
@@ -129,6 +138,10 @@ func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
 	j.str(a.text)
 	j.raw(`,"html":`)
 	j.str(a.html)
+	j.raw(`,"text_from_html":` + strconv.FormatBool(a.textFromHTML) + `,"stripped_text":`)
+	j.str(a.strippedText)
+	j.raw(`,"stripped_signature":`)
+	j.str(a.strippedSig)
 	j.raw(`,"attachments":[`)
 	if err := a.writeAttachments(j, raw, limit); err != nil {
 		return err
@@ -169,12 +182,16 @@ type analysis struct {
 	headers                    [][2]string
 	messageID, inReplyTo, date string
 	subject, text, html        string
+	textFromHTML               bool
+	strippedText, strippedSig  string
+	originalRecipient          string
+	mailboxHash                string
 	references                 []string
 	from                       *address
 	replyTo, to, cc            []address
 }
 
-func analyze(raw *io.SectionReader) (*analysis, error) {
+func analyze(raw *io.SectionReader, mailbox string) (*analysis, error) {
 	a := &analysis{textLeaf: -1, htmlLeaf: -1}
 	rr := &errReader{r: io.NewSectionReader(raw, 0, raw.Size())}
 	w := &walker{
@@ -205,8 +222,43 @@ func analyze(raw *io.SectionReader) (*analysis, error) {
 		a.html = a.decodeBody(a.rawHTML, a.cutHTML, &a.parts[html])
 	}
 	a.rawText, a.rawHTML = nil, nil
+	if html >= 0 && strings.TrimSpace(a.text) == "" && strings.TrimSpace(a.html) != "" {
+		a.textFromHTMLPart(&a.parts[html])
+	}
 	a.readHeader(top)
+	a.originalRecipient, a.mailboxHash = a.recipient(top, mailbox)
+	from := ""
+	if a.from != nil {
+		from = a.from.Address
+	}
+	a.strippedText, a.strippedSig = stripReply(a.text, from, forwardSubjectRE.MatchString(a.subject))
 	return a, nil
+}
+
+// textFromHTMLPart renders the html body as the text of a message whose
+// text/plain body is missing or empty: receivers that only read text
+// (and stripped_text) would otherwise see nothing.
+func (a *analysis) textFromHTMLPart(p *part) {
+	where := "part " + p.path + ": text from HTML"
+	text, bad, cut := htmlToText(a.html, maxBody)
+	if bad > 0 {
+		a.problems.add(fmt.Sprintf("%s: %d character references that name no character replaced with U+FFFD", where, bad))
+	}
+	if cut {
+		a.problems.add(fmt.Sprintf("%s: longer than %d MiB; cut", where, maxBody>>20))
+	}
+	a.text, a.textFromHTML = text, true
+}
+
+// recipient finds original_recipient and mailbox_hash.
+func (a *analysis) recipient(h textproto.Header, mailbox string) (string, string) {
+	addr, key := originalRecipient(h, mailbox)
+	if key != "" && !utf8.ValidString(addr) {
+		var used string
+		addr, used = guess([]byte(addr), a.hint)
+		a.problems.add("header " + key + ": unencoded 8-bit text read as " + used) // as headers reports it
+	}
+	return addr, mailboxHash(addr)
 }
 
 // collect is the first pass's visitor: digest and size of every leaf, the
@@ -236,7 +288,13 @@ func (a *analysis) collect(p *part, body io.Reader) error {
 		a.rawHTML, a.cutHTML = hb.b, hb.cut
 	}
 	if mb != nil {
-		p.subject = nestedSubject(mb.b, a.hint)
+		var probs []string
+		p.subject, probs = nestedSubject(mb.b, a.hint)
+		if p.filename == "" { // the subject names the attachment
+			for _, pr := range probs {
+				a.problems.add("part " + p.path + ": file name from the attached message's Subject: " + pr)
+			}
+		}
 	}
 	if a.hint == "" && p.charset != "" {
 		if n := normalizeCharset(p.charset); n != "utf-8" && n != "us-ascii" {
@@ -386,7 +444,7 @@ func decodeText(b []byte, label, hint string) (string, string) {
 		if n != "utf-7" && !isASCII(b) && utf8.Valid(b) {
 			return string(b), fmt.Sprintf("text labelled %q is UTF-8; read as UTF-8", clip(label, 40))
 		}
-		return s, fmt.Sprintf("%d undecodable sequences in %s text", bad, cs.name)
+		return s, fmt.Sprintf("%d undecodable sequences in %s text replaced with U+FFFD", bad, cs.name)
 	}
 	return s, ""
 }
@@ -437,22 +495,30 @@ func (a *analysis) readHeader(h textproto.Header) {
 			}
 		}
 		name = strings.ToValidUTF8(name, "?")
-		v, probs := decodeWords(fs.Value(), a.hint)
+		var v string
+		var probs []string
+		if identifierFields[fs.Key()] {
+			// Encoded words cannot stand in a message identifier (RFC 2047
+			// section 5): what looks like one is part of the id.
+			v, probs = validID(fs.Value())
+		} else {
+			v, probs = decodeWords(fs.Value(), a.hint)
+		}
 		a.headerProblems(fs.Key(), probs)
 		a.headers = append(a.headers, [2]string{name, v})
 	}
 	var probs []string
 	a.subject, probs = decodeWords(h.Get("Subject"), a.hint)
 	a.headerProblems("Subject", probs)
-	if ids := msgIDs(h.Get("Message-Id")); len(ids) > 0 {
+	if ids := a.msgIDs(h.Get("Message-Id"), "Message-Id"); len(ids) > 0 {
 		a.messageID = ids[0]
 	}
-	if ids := msgIDs(h.Get("In-Reply-To")); len(ids) > 0 {
+	if ids := a.msgIDs(h.Get("In-Reply-To"), "In-Reply-To"); len(ids) > 0 {
 		a.inReplyTo = ids[0]
 	}
 	a.references = []string{}
 	for _, v := range h.Values("References") {
-		a.references = append(a.references, msgIDs(v)...)
+		a.references = append(a.references, a.msgIDs(v, "References")...)
 	}
 	if v := strings.TrimSpace(h.Get("Date")); v != "" {
 		var problem string
@@ -469,6 +535,29 @@ func (a *analysis) readHeader(h textproto.Header) {
 	a.to = a.addresses(h, "To")
 	a.cc = a.addresses(h, "Cc")
 	a.autoSubmitted = autoSubmitted(h, a.from, a.parts)
+}
+
+// identifierFields hold message identifiers, whose value headers gives
+// undecoded.
+var identifierFields = map[string]bool{
+	"Message-Id": true, "In-Reply-To": true, "References": true, "Resent-Message-Id": true, "Content-Id": true,
+}
+
+// validID returns an identifier field's value as written, with U+FFFD for
+// bytes that are not UTF-8 (reported).
+func validID(v string) (string, []string) {
+	if utf8.ValidString(v) {
+		return v, nil
+	}
+	return strings.ToValidUTF8(v, "\uFFFD"), []string{"invalid UTF-8 replaced with U+FFFD"}
+}
+
+func (a *analysis) msgIDs(v, key string) []string {
+	ids, replaced := msgIDs(v)
+	if replaced {
+		a.headerProblems(key, []string{"invalid UTF-8 replaced with U+FFFD"})
+	}
+	return ids
 }
 
 func (a *analysis) addresses(h textproto.Header, key string) []address {
@@ -549,11 +638,11 @@ func autoSubmitted(h textproto.Header, from *address, parts []part) bool {
 
 // nestedSubject reads the Subject of a message/rfc822 part from the start
 // of its body.
-func nestedSubject(b []byte, hint string) string {
+func nestedSubject(b []byte, hint string) (string, []string) {
 	br := bufio.NewReader(newTopFilter(newCRLFReader(bytes.NewReader(b)), nil))
 	h, _ := textproto.ReadHeader(br)
-	s, _ := decodeWords(h.Get("Subject"), hint)
-	return strings.TrimSpace(s)
+	s, probs := decodeWords(h.Get("Subject"), hint)
+	return strings.TrimSpace(s), probs
 }
 
 // writeAttachments writes the attachment objects: every leaf that is not

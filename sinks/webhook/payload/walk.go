@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -126,11 +128,12 @@ func (w *walker) contentType(h textproto.Header, where string, c ctx) (string, m
 	if strings.TrimSpace(v) == "" {
 		return def, map[string]string{}
 	}
-	t, params, ok := parseParams(v)
+	t, params, ok, probs := parseParamsReport(v)
 	if !ok {
 		w.problem("%s: %s", where, describeParams("Content-Type", v))
 	}
-	if i := strings.IndexByte(t, '/'); i <= 0 || i == len(t)-1 || strings.ContainsAny(t, " \t\"") {
+	w.paramProblems(where, "Content-Type", probs)
+	if i := strings.IndexByte(t, '/'); i <= 0 || i == len(t)-1 || strings.ContainsAny(t, " \t\"") || !isASCIIStr(t) {
 		w.problem("%s: invalid Content-Type %q; read as %s", where, clip(v, 60), def)
 		return def, params
 	}
@@ -213,6 +216,23 @@ func (w *walker) walkMultipart(mt string, params map[string]string, body io.Read
 	return nil
 }
 
+// paramProblems reports parameters that did not decode cleanly, naming
+// the file name as such: it is what receivers see of them.
+func (w *walker) paramProblems(where, field string, probs map[string]string) {
+	names := make([]string, 0, len(probs))
+	for name := range probs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if name == "filename" || name == "name" {
+			w.problem("%s: file name: %s", where, probs[name])
+		} else {
+			w.problem("%s: %s parameter %s: %s", where, field, clip(name, 40), probs[name])
+		}
+	}
+}
+
 func trimID(s string) string {
 	s = strings.TrimSpace(s)
 	s = strings.TrimPrefix(s, "<")
@@ -242,10 +262,15 @@ func (w *walker) walkLeaf(h textproto.Header, mt string, params map[string]strin
 		resource:    c.resource,
 		contentID:   trimID(h.Get("Content-Id")),
 	}
+	if !utf8.ValidString(p.contentID) {
+		p.contentID = strings.ToValidUTF8(p.contentID, "\uFFFD")
+		w.problem("%s: Content-ID: invalid UTF-8 replaced with U+FFFD", where)
+	}
 	w.leaves++
 	var dparams map[string]string
 	if v := h.Get("Content-Disposition"); strings.TrimSpace(v) != "" {
-		d, dp, ok := parseParams(v)
+		d, dp, ok, probs := parseParamsReport(v)
+		w.paramProblems(where, "Content-Disposition", probs)
 		switch {
 		case d == "attachment" || d == "inline":
 			p.disposition = d

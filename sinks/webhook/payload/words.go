@@ -107,13 +107,14 @@ func decodeWordBytes(b []byte, cs, hint string, problems *[]string) string {
 		if isASCII(b) {
 			return string(b)
 		}
-		out, _ := guess(b, hint)
+		out, used := guess(b, hint)
+		*problems = append(*problems, fmt.Sprintf("8-bit bytes in us-ascii encoded word; read as %s", used))
 		return out
 	}
 	if c, ok := lookupCharset(cs); ok {
 		out, bad := c.decode(b)
 		if bad > 0 {
-			*problems = append(*problems, fmt.Sprintf("%d undecodable bytes in %s encoded word", bad, cs))
+			*problems = append(*problems, fmt.Sprintf("%d undecodable bytes in %s encoded word replaced with U+FFFD", bad, cs))
 		}
 		return out
 	}
