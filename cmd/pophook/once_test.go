@@ -149,8 +149,9 @@ func TestInvalidConfigTouchesNoDisk(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{})
 	d.Deliver(t, "alice", []byte("Subject: x\n\ny\n"))
 	for name, extra := range map[string][]string{
-		"sink type not built in": {"POPHOOK_SINKS=archive,relay", "POPHOOK_ACCOUNT_SUPPORT_SINKS=archive,relay",
-			"POPHOOK_SINK_RELAY_TYPE=smtp", "POPHOOK_SINK_RELAY_HOST=smtp.example.com", "POPHOOK_SINK_RELAY_TO=t@example.com"},
+		"relay CA file without a certificate": {"POPHOOK_SINKS=archive,relay", "POPHOOK_ACCOUNT_SUPPORT_SINKS=archive,relay",
+			"POPHOOK_SINK_RELAY_TYPE=smtp", "POPHOOK_SINK_RELAY_HOST=smtp.example.com", "POPHOOK_SINK_RELAY_TO=t@example.com",
+			"POPHOOK_SINK_RELAY_TLS_CA_FILE=/dev/null"},
 		"webhook credentials twice": {"POPHOOK_SINKS=archive,hook", "POPHOOK_ACCOUNT_SUPPORT_SINKS=archive,hook",
 			"POPHOOK_SINK_HOOK_TYPE=webhook", "POPHOOK_SINK_HOOK_URL=https://u:p@hooks.example.com/in",
 			"POPHOOK_SINK_HOOK_HEADERS=Authorization: Bearer x"},

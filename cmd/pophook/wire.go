@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
+	"github.com/pophook/pophook/sinks/smtp"
 	"github.com/pophook/pophook/sinks/webhook"
 	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker"
@@ -58,8 +60,15 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 				continue
 			}
 			w.built[name] = s
+		case config.SinkSMTP:
+			s, err := smtpSink(sc, log.With("sink", name))
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			w.built[name] = s
 		default:
-			problems = append(problems, fmt.Sprintf("%s_TYPE: sink type %q is not available in this version of pophook (it has webhook and maildir)", prefix, sc.Type))
+			problems = append(problems, fmt.Sprintf("%s_TYPE: sink type %q is not available in this version of pophook", prefix, sc.Type))
 		}
 	}
 	for i := range cfg.Accounts {
@@ -74,6 +83,28 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 		return nil, &exitError{code: 2, err: fmt.Errorf("the configuration has problems:\n  %s", strings.Join(problems, "\n  "))}
 	}
 	return w, nil
+}
+
+// smtpSink builds an SMTP relay sink.
+func smtpSink(sc *config.Sink, log *slog.Logger) (*smtp.Sink, error) {
+	prefix := "POPHOOK_SINK_" + strings.ToUpper(sc.Name)
+	tlsConfig, err := pop3.TLSConfig(sc.Host, sc.TLSCAFile, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s_TLS_CA_FILE: %w", prefix, err)
+	}
+	var password func() (string, error)
+	if sc.Password.IsSet() {
+		password = sc.Password.Reveal
+	}
+	s, err := smtp.New(smtp.Options{
+		Name: sc.Name, Host: sc.Host, Port: sc.Port, TLS: sc.TLS, TLSConfig: tlsConfig, AllowInsecure: sc.AllowInsecure,
+		Username: sc.Username, Password: password, From: sc.From, To: sc.To,
+		Timeout: sc.Timeout, Retry: sinks.Retry{Budget: sc.Budget}, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	return s, nil
 }
 
 // account turns a configured account into the worker's.
@@ -116,6 +147,7 @@ type app struct {
 	log    *slog.Logger
 	ledger *state.Ledger
 	jobs   []*worker.Job
+	sinks  map[string]sinks.Sink
 }
 
 // open creates what pophook needs on disk (the data dir, its ledger and
@@ -132,7 +164,7 @@ func (w *wiring) open() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: w.cfg, log: w.log, ledger: ledger}
+	a := &app{cfg: w.cfg, log: w.log, ledger: ledger, sinks: w.built}
 	spool := filepath.Join(w.cfg.DataDir, "spool")
 	if err := cleanSpool(spool); err != nil {
 		a.close()
@@ -163,7 +195,15 @@ func (w *wiring) open() (*app, error) {
 	return a, nil
 }
 
-func (a *app) close() { a.ledger.Close() }
+// close ends what the sinks hold open (SMTP sessions) and the ledger.
+func (a *app) close() {
+	for _, s := range a.sinks {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	a.ledger.Close()
+}
 
 // sinkFingerprint condenses everything a sink is configured with, secrets
 // included (through the ledger's keyed fingerprint, never stored as they

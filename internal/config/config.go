@@ -107,11 +107,12 @@ type Sink struct {
 	// maildir
 	Path string
 
-	// smtp
+	// smtp (Timeout and Budget as for webhooks)
 	Host          string
 	Port          int
 	TLS           string
 	AllowInsecure bool
+	TLSCAFile     string
 	Username      string
 	Password      Secret
 	From          string   // envelope sender; "" means the account's Username (see Sender)

@@ -86,11 +86,14 @@ type smtpEnv struct {
 	Port          string `split_words:"true"` // default depends on TLS
 	TLS           string `split_words:"true" default:"starttls"`
 	AllowInsecure string `split_words:"true" default:"false"`
+	TlsCaFile     string `split_words:"true"` // spelled so that split_words gives TLS_CA_FILE
 	Username      string `split_words:"true"`
 	Password      string `split_words:"true"`
 	PasswordFile  string `split_words:"true"`
 	From          string `split_words:"true"`
 	To            string `split_words:"true"`
+	Timeout       string `split_words:"true" default:"30s"`
+	Budget        string `split_words:"true" default:"45s"`
 }
 
 // Sink types and the variables each reads besides TYPE.

@@ -109,6 +109,14 @@ func loadSMTP(s *Sink, v vars, p *Problems) {
 	checkServer(p, v, e.Host, s.TLS, s.AllowInsecure)
 	// 465 is SMTP over implicit TLS (RFC 8314); 587 submission otherwise.
 	s.Port = portOrDefault(p, v, e.Port, s.TLS, 465, 587)
+	s.TLSCAFile = e.TlsCaFile
+	if s.TLSCAFile != "" {
+		if err := checkCAFile(s.TLSCAFile); err != nil {
+			p.add(v.name("TLS_CA_FILE"), err)
+		}
+	}
+	s.Timeout = conv(p, v.name("TIMEOUT"), e.Timeout, parsePositiveDuration)
+	s.Budget = conv(p, v.name("BUDGET"), e.Budget, parsePositiveDuration)
 
 	s.Username = e.Username
 	s.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, false)
