@@ -29,10 +29,10 @@ type fake struct {
 	cert     *x509.Certificate
 	password string // AUTH PLAIN for user "relay" when set
 
-	mu       sync.Mutex
-	got      []received
-	conns    map[*gosmtp.Conn]bool // go-smtp makes a new session at every EHLO
-	mails    []string // MAIL FROM lines: from and whether SMTPUTF8 was asked
+	mu    sync.Mutex
+	got   []received
+	conns map[*gosmtp.Conn]bool // go-smtp makes a new session at every EHLO
+	mails []string              // MAIL FROM lines: from and whether SMTPUTF8 was asked
 	// Hooks return an error to refuse; nil to accept. n counts DATA
 	// commands across the server's life.
 	onMail func(from string) error
