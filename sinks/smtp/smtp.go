@@ -8,9 +8,9 @@
 // connection; credentials never cross one by accident.
 //
 // Outcomes follow the reply codes: 4xx is temporary (retried within the
-// budget); 5xx at RCPT or DATA rejects this message; 5xx at MAIL FROM or
-// AUTH, 530/535, a refused certificate or a missing STARTTLS make the sink
-// unavailable. One connection is reused across messages (RSET between)
+// budget); 5xx at RCPT or DATA, or a message too large for the server,
+// rejects this message; any other 5xx at MAIL FROM or AUTH, a refused
+// certificate or a missing STARTTLS make the sink unavailable. One connection is reused across messages (RSET between)
 // and replaced when the server has closed it.
 package smtp
 
@@ -235,7 +235,14 @@ func (s *Sink) send(c *conn, from string, m *sinks.Message, need needs) error {
 		}
 	}
 	if err := c.c.Mail(from, opts); err != nil {
-		return s.failed("MAIL FROM:<"+from+">", err, sinks.Unavailable)
+		// A refused sender holds for every message, except a refusal of
+		// this message's SIZE (552, 5.3.4), which only this one meets.
+		on5xx := sinks.Unavailable
+		var se *gosmtp.SMTPError
+		if errors.As(err, &se) && (se.Code == 552 || se.EnhancedCode == gosmtp.EnhancedCode{5, 3, 4}) {
+			on5xx = sinks.Reject
+		}
+		return s.failed("MAIL FROM:<"+from+">", err, on5xx)
 	}
 	var refused []string
 	var temporary bool
