@@ -145,3 +145,22 @@ func TestPostfixRecipients(t *testing.T) {
 		t.Error("the accepted recipient got the message although another was refused")
 	}
 }
+
+// A relay that does not announce 8BITMIME gets no 8-bit message: it is
+// rejected with that reason before anything is sent. (Postfix would store
+// it anyway, but a relay that does not announce it may mangle it.)
+func TestPostfixWithout8BITMIME(t *testing.T) {
+	p := postfixtest.Start(t, postfixtest.Options{Disable8BITMIME: true})
+	s := postfixSink(t, p, TLSStartTLS)
+	err := s.Deliver(context.Background(), sinktest.Message(sinktest.Messages()["binary-ish body"]))
+	if sinks.Classify(err) != sinks.OutcomeRejected || !bytes.Contains([]byte(err.Error()), []byte("8BITMIME")) {
+		t.Errorf("8-bit body to a relay without 8BITMIME: %v (%s)", err, sinks.Classify(err))
+	}
+	raw := sinktest.Messages()["small"]
+	if err := s.Deliver(context.Background(), sinktest.Message(raw)); err != nil {
+		t.Fatalf("a 7-bit message: %v", err)
+	}
+	if got := stored(t, p)(); len(got) != 1 || !bytes.Equal(got[0], inPostfix(raw)) {
+		t.Errorf("stored %q", got)
+	}
+}
