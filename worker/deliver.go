@@ -102,6 +102,7 @@ func (r *run) handle(p *Pending, body io.Reader) error {
 		*e = state.Entry{UIDL: e.UIDL, Occurrence: e.Occurrence, Generation: e.Generation + 1, FirstSeen: e.FirstSeen}
 		p.Sinks = append([]string(nil), r.Account.Sinks...)
 	}
+	r.emit(Event{Kind: EventFetched, UIDL: p.Info.UID, Size: size})
 	e.Size, e.SHA256 = size, digest
 	if d := size - p.Info.Size; (d > lines+sizeSlack || -d > lines+sizeSlack) && e.Suspect == "" {
 		e.Suspect = fmt.Sprintf("RETR gave %d octets, LIST said %d", size, p.Info.Size)
@@ -121,7 +122,10 @@ func (r *run) handle(p *Pending, body io.Reader) error {
 		}
 		log := r.log.With("sink", name, "uidl", e.UIDL, "key", e.Key)
 		log.Debug("delivering", "size", size)
+		start := time.Now()
 		err := r.Sinks[name].Deliver(r.ctx, msg)
+		r.emit(Event{Kind: EventSinkDone, UIDL: e.UIDL, Key: e.Key, Size: size, Sink: name,
+			Outcome: sinks.Classify(err), Took: time.Since(start)})
 		r.record(e, name, err)
 		// Commit before anything else happens: this is what makes a
 		// crash repeat at most the delivery in flight.

@@ -104,6 +104,7 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	err := r.run()
 
 	r.res.Duration = j.now().Sub(r.res.Started)
+	r.res.LoginFailures = r.meta.Login.Failures
 	res := r.res
 	j.setStatus(func(s *Status) { s.Running, s.Last, s.LastErr = false, &res, err })
 	j.emit(Event{Kind: EventRunDone, Result: &res, Err: err})
@@ -327,6 +328,8 @@ func (r *run) loginFailed(err error) error {
 		r.res.NextAttempt = r.meta.Login.NotBefore
 		return errSkip
 	case errors.Is(err, pop3.ErrAuth), errors.Is(err, pop3.ErrMechanism):
+		r.res.LoginRefused = true
+		r.res.NextAttempt = time.Time{} // set below
 		vague := pe != nil && pe.Vague
 		l := r.meta.Login
 		if l.Credential != r.credFP {
@@ -340,6 +343,7 @@ func (r *run) loginFailed(err error) error {
 		wait := min(ceiling, loginBackoffMin<<min(l.Failures-1, 10))
 		l.NotBefore, l.Credential, l.Reason = now.Add(wait), r.credFP, err.Error()
 		r.meta.Login = l
+		r.res.NextAttempt = l.NotBefore
 		if err := r.ledger.SetMeta(r.meta); err != nil {
 			r.log.Error("could not record the login back-off", "err", err)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/pophook/pophook/sinks"
 )
 
 // Result is what one run of a job did.
@@ -26,6 +28,12 @@ type Result struct {
 	NextAttempt time.Time
 	// SkipDetail is what the server said, for a skipped run.
 	SkipDetail string
+	// LoginRefused is set when the server refused the login (wrong
+	// credentials, or a mechanism it does not offer).
+	LoginRefused bool
+	// LoginFailures counts refused logins in a row, as the ledger keeps
+	// them; 0 after a login succeeded.
+	LoginFailures int
 }
 
 // SkipReason says why a run did nothing.
@@ -139,6 +147,11 @@ const (
 	EventProblem
 	// EventRunDone: a run ended; Result and Err are set.
 	EventRunDone
+	// EventFetched: a message was retrieved into the spool (UIDL, Size).
+	EventFetched
+	// EventSinkDone: one sink was handed one message (UIDL, Key, Sink,
+	// Outcome, Took), whatever the outcome.
+	EventSinkDone
 )
 
 // Event is what a job reports as it goes, to logs now and to metrics and
@@ -148,11 +161,14 @@ type Event struct {
 	Account string
 	At      time.Time
 
-	UIDL, Key string // EventDelivered
+	UIDL, Key string // EventDelivered, EventFetched, EventSinkDone
 	Size      int64
-	Problem   Problem // EventProblem
-	Result    *Result // EventRunDone
-	Err       error   // EventRunDone: the run failed as a whole
+	Sink      string        // EventSinkDone
+	Outcome   sinks.Outcome // EventSinkDone
+	Took      time.Duration // EventSinkDone: how long Deliver took
+	Problem   Problem       // EventProblem
+	Result    *Result       // EventRunDone
+	Err       error         // EventRunDone: the run failed as a whole
 }
 
 // LogEvents returns an event hook that logs: each delivery at info, each

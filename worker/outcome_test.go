@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pophook/pophook/internal/testutil/syncbuf"
+	"github.com/pophook/pophook/sinks"
+	"github.com/pophook/pophook/worker/pop3/pop3test"
 )
 
 func TestLogEvents(t *testing.T) {
@@ -33,5 +35,34 @@ func TestLogEvents(t *testing.T) {
 	}
 	if got := p.Line("support"); got != "account support, message u7: sink helpdesk rejected it; it stays on the server and is offered again later: HTTP 422" {
 		t.Errorf("Line = %q", got)
+	}
+}
+
+// The job reports each fetch and each sink's outcome, for metrics.
+func TestFetchAndSinkEvents(t *testing.T) {
+	s := pop3test.NewTLSServer(pop3test.Options{})
+	defer s.Close()
+	s.SetMailbox("alice", messages(2, "Subject: %d\n\nbody\n"))
+	rec := &recorder{fail: func(m *sinks.Message, _ []byte) error {
+		if m.UIDL == "u1" {
+			return sinks.Reject(errors.New("HTTP 422"))
+		}
+		return nil
+	}}
+	e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"hook": rec})
+	e.run()
+	var fetched, delivered, rejected int
+	for _, ev := range e.events {
+		switch {
+		case ev.Kind == EventFetched && ev.Size > 0:
+			fetched++
+		case ev.Kind == EventSinkDone && ev.Sink == "hook" && ev.Outcome == sinks.OutcomeDelivered && ev.UIDL == "u0":
+			delivered++
+		case ev.Kind == EventSinkDone && ev.Sink == "hook" && ev.Outcome == sinks.OutcomeRejected && ev.UIDL == "u1":
+			rejected++
+		}
+	}
+	if fetched != 2 || delivered != 1 || rejected != 1 {
+		t.Errorf("fetched %d, delivered %d, rejected %d events; want 2, 1, 1", fetched, delivered, rejected)
 	}
 }

@@ -26,6 +26,25 @@ type Scheduler struct {
 	Concurrency int           // accounts fetched at the same time; <1 means 1
 	Jitter      time.Duration // random delay before a scheduled run, so accounts on one server spread out
 	Logger      *slog.Logger
+
+	mu      sync.Mutex
+	cron    *cron.Cron
+	entries map[string]cron.EntryID // by account name, while Run runs
+}
+
+// NextRuns gives each account's next scheduled run while Run is running;
+// nil otherwise.
+func (s *Scheduler) NextRuns() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cron == nil {
+		return nil
+	}
+	out := make(map[string]time.Time, len(s.entries))
+	for name, id := range s.entries {
+		out[name] = s.cron.Entry(id).Next
+	}
+	return out
 }
 
 func (s *Scheduler) slots() chan struct{} {
@@ -92,6 +111,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		running.Add(1)
 		return true
 	}
+	entries := map[string]cron.EntryID{}
 	for _, j := range s.Jobs {
 		var mu sync.Mutex // never the same job twice at once
 		run := func() {
@@ -109,11 +129,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			s.runOne(ctx, slots, j)
 		}
-		if _, err := c.AddFunc(j.Account.Schedule, run); err != nil {
+		id, err := c.AddFunc(j.Account.Schedule, run)
+		if err != nil {
 			return fmt.Errorf("account %s: schedule %q: %w", j.Account.Name, j.Account.Schedule, err)
 		}
+		entries[j.Account.Name] = id
 		go run()
 	}
+	s.mu.Lock()
+	s.cron, s.entries = c, entries
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cron, s.entries = nil, nil
+		s.mu.Unlock()
+	}()
 	c.Start()
 	<-ctx.Done()
 	gate.Lock()

@@ -108,6 +108,16 @@ func TestRunSchedulesAndStops(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	// Each job runs at start and then on every tick: wait for a second
 	// run of each (a liveness check, generous for a loaded machine).
+	for deadline := time.Now().Add(30 * time.Second); len(s.NextRuns()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("NextRuns empty while Run runs")
+		}
+	}
+	for name, next := range s.NextRuns() {
+		if next.IsZero() || next.After(time.Now().Add(2*time.Second)) {
+			t.Errorf("%s: next run %s, want within a second (@every 1s)", name, next)
+		}
+	}
 	for deadline := time.Now().Add(30 * time.Second); !ranTwice(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("jobs on @every 1s did not run twice in 30s: %v", runs)
@@ -124,5 +134,8 @@ func TestRunSchedulesAndStops(t *testing.T) {
 	}
 	if g.total.Load() != 6 {
 		t.Errorf("%d deliveries, want each of the 6 messages once", g.total.Load())
+	}
+	if s.NextRuns() != nil {
+		t.Error("NextRuns after Run returned")
 	}
 }
