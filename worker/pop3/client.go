@@ -68,6 +68,12 @@ type Options struct {
 	// progress, on top of the context's deadline. Default 60s.
 	Timeout time.Duration
 
+	// GreetingTimeout bounds the wait for the server's greeting (and the
+	// TLS handshake before it). Servers greet at once; a long silence
+	// means a client speaking plain text to a TLS port, which would
+	// otherwise wait the whole Timeout. Default 8s.
+	GreetingTimeout time.Duration
+
 	// DisablePipelining forces lock-step even when the server offers
 	// PIPELINING.
 	DisablePipelining bool
@@ -90,6 +96,7 @@ type Options struct {
 
 const (
 	defaultTimeout        = 60 * time.Second
+	defaultGreeting       = 8 * time.Second
 	defaultPipelineWindow = 16
 	defaultMaxListEntries = 1 << 20
 
@@ -161,6 +168,9 @@ func newClient(conn net.Conn, host string, opts Options) *Client {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
+	if opts.GreetingTimeout <= 0 {
+		opts.GreetingTimeout = defaultGreeting
+	}
 	if opts.PipelineWindow <= 0 {
 		opts.PipelineWindow = defaultPipelineWindow
 	}
@@ -180,12 +190,14 @@ func (c *Client) setConn(conn net.Conn) {
 }
 
 func (c *Client) start(ctx context.Context) error {
+	gctx, cancel := context.WithTimeoutCause(ctx, c.opts.GreetingTimeout, ErrNoGreeting)
+	defer cancel()
 	if c.opts.TLS == TLSImplicit {
-		if err := c.handshake(ctx); err != nil {
-			return err
+		if err := c.handshake(gctx); err != nil {
+			return c.noGreeting(gctx, err)
 		}
 	}
-	err := c.exchange(ctx, func() error {
+	err := c.exchange(gctx, func() error {
 		line, err := c.readLine()
 		if err != nil {
 			return fmt.Errorf("pop3: greeting: %w", err)
@@ -201,7 +213,7 @@ func (c *Client) start(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return c.noGreeting(gctx, err)
 	}
 	if err := c.capa(ctx); err != nil {
 		return err
@@ -234,6 +246,23 @@ func (c *Client) enableUTF8(ctx context.Context) error {
 
 // UTF8 reports whether the server accepted the UTF8 command.
 func (c *Client) UTF8() bool { return c.utf8 }
+
+// noGreeting says so when the wait for the greeting ran out, and when the
+// server answered a TLS handshake with plain text: the two ways of using
+// the wrong TLS mode for the port.
+func (c *Client) noGreeting(gctx context.Context, err error) error {
+	// The read deadline is the context's deadline; either may report it
+	// first.
+	deadline, _ := gctx.Deadline()
+	if errors.Is(err, ErrNoGreeting) || (errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(deadline)) {
+		return fmt.Errorf("%w within %s", ErrNoGreeting, c.opts.GreetingTimeout)
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return fmt.Errorf("%w: %w", ErrNotTLS, err)
+	}
+	return err
+}
 
 // startTLS sends STLS even when CAPA does not list it (RFC 2595 lets a
 // client try), and fails rather than carrying on in clear text.

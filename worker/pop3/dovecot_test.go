@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -325,4 +327,30 @@ func TestDovecotCorpus(t *testing.T) {
 		}
 	}
 	t.Logf("corpus: %d of %d files fetched byte-exact", exact, len(files))
+}
+
+// The wrong TLS mode for a port is told apart quickly, never after the
+// minute-long read timeout: TLS to the plain port fails the handshake at
+// once; plain text to the TLS port waits for a greeting that never comes.
+func TestDovecotWrongTLSMode(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	cfg, err := pop3.TLSConfig(d.ServerName, d.CAFile, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = pop3.Dial(context.Background(), net.JoinHostPort(d.Host, strconv.Itoa(d.Port)), pop3.Options{TLS: pop3.TLSImplicit, TLSConfig: cfg})
+	if !errors.Is(err, pop3.ErrNotTLS) || time.Since(start) > 5*time.Second {
+		t.Errorf("implicit TLS to the plain port: %v after %s, want ErrNotTLS at once", err, time.Since(start))
+	}
+	for _, mode := range []pop3.TLSMode{pop3.TLSStartTLS, pop3.TLSNone} {
+		start := time.Now()
+		_, err = pop3.Dial(context.Background(), d.TLSAddr(), pop3.Options{TLS: mode, TLSConfig: cfg, GreetingTimeout: time.Second})
+		if !errors.Is(err, pop3.ErrNoGreeting) || time.Since(start) > 5*time.Second {
+			t.Errorf("%s to the TLS port: %v after %s, want ErrNoGreeting after the greeting timeout", mode, err, time.Since(start))
+		}
+		if strings.Count(err.Error(), "no greeting") != 1 {
+			t.Errorf("%s: %q says it twice", mode, err)
+		}
+	}
 }

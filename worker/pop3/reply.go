@@ -55,6 +55,14 @@ var (
 	// ErrClosed is returned by calls on a client whose connection is gone.
 	ErrClosed = errors.New("pop3: connection closed")
 
+	// ErrNoGreeting is returned when the server sent no greeting within
+	// Options.GreetingTimeout: usually plain text spoken to a TLS port.
+	ErrNoGreeting = errors.New("pop3: no greeting from the server")
+
+	// ErrNotTLS is returned when the server answered the TLS handshake
+	// with something else: usually TLS spoken to a plain POP3 port.
+	ErrNotTLS = errors.New("pop3: the server does not speak TLS on this port")
+
 	// ErrNoUIDL wraps the -ERR of a server that does not support UIDL:
 	// without unique ids a fetcher cannot tell what it has delivered.
 	ErrNoUIDL = errors.New("pop3: the server does not support UIDL")
@@ -165,7 +173,7 @@ func IsTemporary(err error) bool {
 	var alert tls.AlertError
 	switch {
 	case errors.As(err, &certErr), errors.As(err, &alert),
-		errors.Is(err, ErrProtocol), errors.Is(err, ErrInsecureAuth), errors.Is(err, ErrMechanism),
+		errors.Is(err, ErrProtocol), errors.Is(err, ErrInsecureAuth), errors.Is(err, ErrMechanism), errors.Is(err, ErrNotTLS),
 		errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrPipeliningBroken):
 		return false
 	}
