@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,13 +64,16 @@ const FileName = "ledger.db"
 // ErrInUse after timeout instead of waiting for ever.
 func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("ledger: data directory: %w", err)
+		return nil, fmt.Errorf("ledger: data directory: %w%s", err, accessHint(err))
 	}
 	path := filepath.Join(dataDir, FileName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrInUse, timeout)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		// Not corrupt: it cannot be opened for writing.
+		return nil, fmt.Errorf("%s: cannot open the ledger: %w%s", path, err, accessHint(err))
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w: %w", path, ErrCorrupt, err)
 	}
@@ -109,6 +114,17 @@ func (l *Ledger) Fingerprint(parts ...string) string {
 		mac.Write([]byte{0})
 	}
 	return hex.EncodeToString(mac.Sum(nil)[:12])
+}
+
+// accessHint says what to do about a data dir pophook cannot write.
+func accessHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return " (the data dir is on a read-only file system: give POPHOOK_DATA_DIR a writable volume)"
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf(" (the data dir must be writable by the user pophook runs as, uid %d: fix its owner or POPHOOK_DATA_DIR)", os.Getuid())
+	}
+	return ""
 }
 
 // Path is the ledger file's path.
@@ -468,4 +484,106 @@ func decode(raw []byte, v any) error {
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// Find returns the entries of every message listed under uidl (all its
+// occurrences and generations on record).
+func (a *Account) Find(uidl string) ([]*Entry, error) {
+	var out []*Entry
+	err := a.Each(func(e *Entry) error {
+		if e.UIDL == uidl {
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Update changes the entry id in one transaction: fn gets the stored entry
+// (or nil) and returns the one to store, or nil to delete it.
+func (a *Account) Update(id string, fn func(*Entry) *Entry) error {
+	return a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			_, err := a.bucket(tx, true) // so fn sees an empty account
+			if err != nil {
+				return err
+			}
+			b = tx.Bucket(bucketAccounts).Bucket(a.id)
+		}
+		msgs := b.Bucket(bucketMessages)
+		var cur *Entry
+		if raw := msgs.Get([]byte(id)); raw != nil {
+			cur = &Entry{}
+			if err := decode(raw, cur); err != nil {
+				return fmt.Errorf("entry %q: %w", id, err)
+			}
+		}
+		next := fn(cur)
+		if next == nil {
+			if cur == nil {
+				return nil
+			}
+			return msgs.Delete([]byte(id))
+		}
+		return put(msgs, []byte(id), next)
+	})
+}
+
+// Counts sums up an account's records.
+type Counts struct {
+	Delivered int `json:"delivered"` // to every sink, still on the server (kept)
+	Deleted   int `json:"deleted"`   // delivered and deleted; kept until pruned
+	Pending   int `json:"pending"`   // not yet delivered to every sink
+	Failing   int `json:"failing"`   // pending after a failure that is not a rejection
+	Rejected  int `json:"rejected"`  // a sink rejected it
+	TooLarge  int `json:"too_large"` // over MAX_MESSAGE_SIZE
+	Skipped   int `json:"skipped"`   // recorded by SKIP_EXISTING
+	Suspect   int `json:"suspect"`   // delivered as sent, never deleted automatically
+	Entries   int `json:"entries"`   // every record
+}
+
+// Count sums up the account's records for the given sinks (the account's
+// sinks now; nil takes the sinks each entry has a record of).
+func (a *Account) Count(sinks []string) (Counts, error) {
+	var c Counts
+	err := a.Each(func(e *Entry) error {
+		c.Entries++
+		want := sinks
+		if want == nil {
+			for s := range e.Sinks {
+				want = append(want, s)
+			}
+		}
+		rejected, failing := false, false
+		for _, st := range e.Sinks {
+			rejected = rejected || st.Permanent
+			failing = failing || (st.DeliveredAt.IsZero() && st.LastError != "" && !st.Permanent)
+		}
+		switch {
+		case e.Skipped:
+			c.Skipped++
+		case !e.DeletedAt.IsZero():
+			c.Deleted++
+		case e.TooLarge:
+			c.TooLarge++
+		case len(want) > 0 && e.Delivered(want):
+			c.Delivered++
+		default:
+			c.Pending++
+			if rejected {
+				c.Rejected++
+			} else if failing {
+				c.Failing++
+			}
+		}
+		if e.Suspect != "" {
+			c.Suspect++
+		}
+		return nil
+	})
+	return c, err
 }

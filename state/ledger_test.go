@@ -212,3 +212,54 @@ func TestLoginStatePersists(t *testing.T) {
 		t.Errorf("meta after reopen: %+v, %v", m, err)
 	}
 }
+
+func TestFindUpdateCount(t *testing.T) {
+	l, err := Open(t.TempDir(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a := l.Account(AccountID("pop.example.com", "u"))
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	done := &SinkState{DeliveredAt: now}
+	err = a.Put(
+		&Entry{UIDL: "ok", Sinks: map[string]*SinkState{"a": done, "b": done}},
+		&Entry{UIDL: "gone", DeletedAt: now, Sinks: map[string]*SinkState{"a": done, "b": done}},
+		&Entry{UIDL: "rej", Sinks: map[string]*SinkState{"a": done, "b": {Permanent: true, LastError: "HTTP 422", NextAttempt: now.Add(time.Hour)}}},
+		&Entry{UIDL: "rej", Occurrence: 1, Sinks: map[string]*SinkState{"a": {LastError: "timeout"}}},
+		&Entry{UIDL: "big", TooLarge: true},
+		&Entry{UIDL: "old", Skipped: true},
+		&Entry{UIDL: "odd", Suspect: "RETR gave 842 octets, LIST said 116", Sinks: map[string]*SinkState{"a": done, "b": done}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := a.Count([]string{"a", "b"})
+	want := Counts{Delivered: 2, Deleted: 1, Pending: 2, Failing: 1, Rejected: 1, TooLarge: 1, Skipped: 1, Suspect: 1, Entries: 7}
+	if err != nil || c != want {
+		t.Errorf("Count = %+v, %v\nwant %+v", c, err, want)
+	}
+	found, err := a.Find("rej")
+	if err != nil || len(found) != 2 {
+		t.Fatalf("Find = %d entries, %v", len(found), err)
+	}
+	// Retry: clear the rejection in place.
+	err = a.Update("rej", func(e *Entry) *Entry {
+		e.Sinks["b"].Permanent, e.Sinks["b"].NextAttempt = false, time.Time{}
+		return e
+	})
+	if got, _ := a.Get([]string{"rej"}); err != nil || got["rej"].Sinks["b"].Permanent || got["rej"].Sinks["b"].LastError != "HTTP 422" {
+		t.Errorf("after Update: %+v, %v", got["rej"].Sinks["b"], err)
+	}
+	// Forget: delete it.
+	if err := a.Update("big", func(*Entry) *Entry { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Get([]string{"big"}); len(got) != 0 {
+		t.Error("entry still there after Update returned nil")
+	}
+	// An account the ledger has never seen.
+	if err := l.Account("new\x00u").Update("x", func(e *Entry) *Entry { return e }); err != nil {
+		t.Errorf("Update on a new account: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,5 +208,38 @@ func TestOnceReportsTheBackoff(t *testing.T) {
 	out, code := runBin(t, env, "once")
 	if code != 1 || !strings.Contains(out, "nothing fetched: backing off after refused logins") || !strings.Contains(out, "next attempt at") {
 		t.Fatalf("second run: exit %d:\n%s", code, out)
+	}
+}
+
+// A data dir pophook cannot write is reported as such, not as a corrupt
+// ledger: run as an unprivileged user against a root-owned data dir.
+func TestDataDirNotWritable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	d := dovecottest.Start(t, dovecottest.Options{})
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil { // root's, not writable by nobody
+		t.Fatal(err)
+	}
+	bin := pophookBinary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	cmd := exec.Command(bin, "once")
+	mdir := filepath.Join(dir, "Maildir") // writable by nobody: only the data dir is not
+	if err := os.Mkdir(mdir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(mdir, 0o777)
+	cmd.Env = dovecotEnv(d, data, mdir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("once as nobody succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "must be writable by the user pophook runs as, uid 65534") ||
+		strings.Contains(string(out), "corrupt") {
+		t.Errorf("output:\n%s", out)
 	}
 }
