@@ -25,6 +25,14 @@ type Sink interface {
 	Deliver(ctx context.Context, m *Message) error
 }
 
+// Checker is implemented by sinks that can test their receiver without
+// handing it a message, for pophook check. It says what it found, in one
+// line, or why the receiver cannot work. ping allows a test that the
+// receiver sees (a signed webhook ping event).
+type Checker interface {
+	Check(ctx context.Context, ping bool) (string, error)
+}
+
 // Message is one fetched message handed to a sink.
 type Message struct {
 	Account string // account name from the configuration ("support")

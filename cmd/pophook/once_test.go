@@ -30,6 +30,21 @@ func runBin(t *testing.T, env []string, args ...string) (stderr string, code int
 	return buf.String(), 0
 }
 
+// runBinOut is runBin with standard output apart.
+func runBinOut(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(pophookBinary(t), args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), 0
+}
+
 func TestOnceDeliversAndExitsZero(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{})
 	for i := range 5 {

@@ -25,6 +25,9 @@ const usage = `usage:
   pophook [run]              fetch on every account's schedule until SIGTERM
   pophook once [ACCOUNT...]  one pass over the accounts (all by default) and exit;
                              exit status 1 if any account or message failed
+  pophook check [ACCOUNT...] connect, log in and probe the sinks; fetches, delivers and deletes nothing
+  pophook ledger ...         what the ledger holds; retry or forget a message (pophook ledger for more)
+  pophook healthcheck        exit 0 when the local daemon is ready (for Docker HEALTHCHECK)
   pophook version            print the version
 
 Configuration comes from POPHOOK_* environment variables: see .env.example.`
@@ -37,12 +40,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd {
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "pophook", version)
+		fmt.Fprintln(stdout, buildInfo())
 		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
-	case "run", "once":
+	case "healthcheck":
+		return healthcheck(ctx, stdout)
+	case "run", "once", "check", "ledger":
 	default:
 		return &exitError{code: 2, err: fmt.Errorf("unknown command %q\n%s", cmd, usage)}
 	}
@@ -60,8 +65,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger.Warn(w)
 	}
 
-	if cmd == "once" {
+	if cmd == "ledger" {
+		return ledgerCommand(ctx, cfg, args, stdout)
+	}
+	if cmd == "once" || cmd == "check" {
 		for _, n := range args {
+			if strings.HasPrefix(n, "-") {
+				continue
+			}
 			if !slices.ContainsFunc(cfg.Accounts, func(a config.Account) bool { return a.Name == n }) {
 				return &exitError{code: 2, err: fmt.Errorf("once: no account %q in POPHOOK_ACCOUNTS", n)}
 			}
@@ -73,6 +84,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	w, err := wire(cfg, logger)
 	if err != nil {
 		return err
+	}
+	if cmd == "check" {
+		return w.check(ctx, args, stdout)
 	}
 	app, err := w.open()
 	if err != nil {
@@ -111,7 +125,7 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 		name := o.Job.Account.Name
 		switch {
 		case o.Err != nil:
-			problems = append(problems, o.Err.Error())
+			problems = append(problems, withHint(o.Job.Account, o.Err))
 		case o.Result.Skipped != worker.SkipNone:
 			problems = append(problems, fmt.Sprintf("account %s: nothing fetched: %s", name, o.Result.Skip()))
 		}
@@ -124,7 +138,11 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stderr, "pophook once: %d problem(s):\n", len(problems))
 	for _, p := range problems {
-		fmt.Fprintln(stderr, "  "+oneLine(p))
+		first, rest, _ := strings.Cut(p, "\n")
+		fmt.Fprintln(stderr, "  "+oneLine(first))
+		if rest != "" {
+			fmt.Fprintln(stderr, "  "+strings.TrimSpace(rest))
+		}
 	}
 	return &exitError{code: 1, err: errors.New("not everything was delivered"), quiet: true}
 }
@@ -146,9 +164,14 @@ func (a *app) run(ctx context.Context) error {
 }
 
 func (a *app) serveHTTP() (*http.Server, error) {
+	control, err := newControlAPI(a.cfg.DataDir, &ledgerService{l: a.ledger, accounts: a.cfg.Accounts})
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("/api/", control)
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("POPHOOK_HTTP_ADDR: %w", err)}

@@ -134,6 +134,9 @@ func account(c *config.Account) (*worker.Account, error) {
 	return a, nil
 }
 
+// maildirCheck tests a Maildir's path without creating it.
+func maildirCheck(path string) (string, error) { return maildir.Check(path) }
+
 // source reads a configured secret at every use; nil when it is not set.
 func source(s config.Secret) webhook.Source {
 	if !s.IsSet() {
@@ -179,8 +182,16 @@ func (w *wiring) open() (*app, error) {
 		}
 		fingerprints[name] = fp
 	}
-	events := worker.LogEvents(w.log)
+	logEvents := worker.LogEvents(w.log)
 	for _, acct := range w.accounts {
+		events := func(e worker.Event) {
+			logEvents(e)
+			if e.Kind == worker.EventRunDone && e.Err != nil {
+				if h := hint(acct, e.Err); h != "" {
+					w.log.Warn("what to do: "+h, "account", acct.Name)
+				}
+			}
+		}
 		j := &worker.Job{Account: acct, Sinks: map[string]sinks.Sink{}, SinkConfig: map[string]string{},
 			Ledger: ledger, SpoolDir: spool, Logger: w.log, OnEvent: events}
 		for _, s := range acct.Sinks {

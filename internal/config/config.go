@@ -214,6 +214,12 @@ func Load() (*Config, []string, error) {
 	checkSenders(cfg, &p)
 
 	warnings := append(unusedSinks(cfg, sinkNames), unknownVariables(&p, accountNames, cfg.Sinks)...)
+	for _, a := range cfg.Accounts {
+		if a.TLSSkipVerify {
+			warnings = append(warnings, fmt.Sprintf("%s_TLS_SKIP_VERIFY=true: the server's certificate is not checked, so anyone on the path can read the password and the mail; use %s_TLS_CA_FILE instead",
+				accountPrefix(a.Name), accountPrefix(a.Name)))
+		}
+	}
 	if len(p) > 0 {
 		sortProblems(p, Variables(accountNames, sinkTypesOf(cfg.Sinks)))
 		return nil, warnings, &p

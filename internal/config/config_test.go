@@ -921,3 +921,14 @@ func TestKeepString(t *testing.T) {
 		}
 	}
 }
+
+// Skipping certificate checks is warned about at every start.
+func TestSkipVerifyWarns(t *testing.T) {
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_TLS_SKIP_VERIFY": "true"})
+	_, warnings := mustLoad(t)
+	if !slices.ContainsFunc(warnings, func(w string) bool {
+		return strings.HasPrefix(w, "POPHOOK_ACCOUNT_SUPPORT_TLS_SKIP_VERIFY=true: the server's certificate is not checked")
+	}) {
+		t.Errorf("warnings %q", warnings)
+	}
+}

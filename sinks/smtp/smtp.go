@@ -184,9 +184,8 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 		s.log.Debug("smtp delivery failed; retrying", "key", m.Key, "attempt", n, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 	})
 	if err != nil {
-		if sinks.Classify(err) != sinks.OutcomeRejected {
-			s.log.Warn("smtp delivery failed; the message stays on the server", "key", m.Key, "err", err)
-		}
+		// Debug only: the job reports the failure once, as a problem.
+		s.log.Debug("smtp delivery failed; the message stays on the server", "key", m.Key, "err", err)
 		return err
 	}
 	s.log.Debug("relayed", "key", m.Key, "size", m.Size)

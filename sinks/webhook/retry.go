@@ -36,7 +36,6 @@ type delivery struct {
 
 	attempts int
 	last     error         // the last failure: *StatusError or a transport error
-	logged   string        // the last failure logged, to log only changes
 	wait     time.Duration // decided by checkRetry, handed out by backoff
 	giveUp   string        // why checkRetry stopped early; "" if it did not
 	// untrusted is set when the TLS certificate was refused: retrying
@@ -125,11 +124,8 @@ func (d *delivery) retry(retryAfter time.Duration, hasRetryAfter bool) (bool, er
 		return false, errGiveUp
 	}
 	d.wait = wait
-	if msg := d.last.Error(); msg != d.logged {
-		d.logged = msg
-		d.log.Debug("webhook request failed; retrying", "key", d.msg.Key, "attempt", d.attempts,
-			"err", msg, "retry_in", wait.Round(time.Millisecond).String())
-	}
+	d.log.Debug("webhook request failed; retrying", "key", d.msg.Key, "attempt", d.attempts,
+		"err", d.last.Error(), "retry_in", wait.Round(time.Millisecond).String())
 	return true, nil
 }
 
@@ -171,7 +167,8 @@ func (d *delivery) failed(err error) error {
 	}
 	e := fmt.Errorf("webhook %s: %s; %d attempt(s) in %s, the last: %w", d.shown, reason, d.attempts,
 		d.now().Sub(d.start).Round(10*time.Millisecond), last)
-	d.log.Warn("webhook delivery failed; the message stays on the server", "key", d.msg.Key,
+	// Debug only: the job reports the failure once, as a problem of the run.
+	d.log.Debug("webhook delivery failed; the message stays on the server", "key", d.msg.Key,
 		"attempts", d.attempts, "err", e)
 	if d.untrusted {
 		return sinks.Unavailable(e)
@@ -196,7 +193,7 @@ func (d *delivery) redirected(resp *http.Response) error {
 	} else {
 		err = fmt.Errorf("webhook URL %s answered %w without a Location; check %s", d.shown, se, variable)
 	}
-	d.log.Warn("webhook URL redirects; the message stays on the server", "key", d.msg.Key, "err", err)
+	d.log.Debug("webhook URL redirects; the message stays on the server", "key", d.msg.Key, "err", err)
 	return sinks.Unavailable(err)
 }
 

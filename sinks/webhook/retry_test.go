@@ -525,10 +525,23 @@ func TestRetryLogging(t *testing.T) {
 	if n := len(rec.got()); n != len(codes) {
 		t.Fatalf("%d requests, want %d", n, len(codes))
 	}
-	if n := strings.Count(logs.String(), "retrying"); n != 2 {
-		t.Errorf("%d retry lines for 503, 503, 502, want 2 (one per change):\n%s", n, logs)
+	if n := strings.Count(logs.String(), "retrying"); n != 3 {
+		t.Errorf("%d retry lines for 503, 503, 502, want 3 (one per retry, at debug):\n%s", n, logs)
 	}
 	if strings.Contains(logs.String(), "WARN") {
 		t.Errorf("warning logged for a delivery that succeeded:\n%s", logs)
+	}
+
+	// A delivery that fails logs each retry at debug and nothing above:
+	// the job reports the failure once, as a problem of the run.
+	logs = &syncbuf.Buffer{}
+	logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	down := newRecorder(t, statuses(503))
+	s = newSink(t, Options{URL: down.URL, Format: FormatRaw, Logger: logger, Budget: 1500 * time.Millisecond})
+	if err := deliver(t, s, message(testKey, sample)); err == nil {
+		t.Fatal("delivered to a receiver that is down")
+	}
+	if strings.Contains(logs.String(), `"level":"WARN"`) || strings.Count(logs.String(), "retrying") < 2 {
+		t.Errorf("logs for a failed delivery:\n%s", logs)
 	}
 }

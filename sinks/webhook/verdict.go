@@ -29,7 +29,7 @@ func (d *delivery) verdict(resp *http.Response) error {
 			err = d.htmlVerdict(resp)
 		}
 		if err != nil {
-			d.log.Warn("webhook answer is not a receipt; the message stays on the server", "key", d.msg.Key, "err", err)
+			d.log.Debug("webhook answer is not a receipt; the message stays on the server", "key", d.msg.Key, "err", err)
 			return err
 		}
 		if d.attempts > 1 {
@@ -42,13 +42,13 @@ func (d *delivery) verdict(resp *http.Response) error {
 		se := d.statusError(resp)
 		err := fmt.Errorf("webhook %s refused pophook's credentials (%w); check %s; no message is sent to it until then",
 			d.shown, se, d.variables("SECRET", "HEADERS", "URL"))
-		d.log.Warn("webhook refused the credentials; the message stays on the server", "key", d.msg.Key, "err", err)
+		d.log.Debug("webhook refused the credentials; the message stays on the server", "key", d.msg.Key, "err", err)
 		return sinks.Unavailable(err)
 	case code == http.StatusRequestEntityTooLarge:
 		se := d.statusError(resp)
 		err := fmt.Errorf("webhook %s refused a request body of %d bytes as too large (%w): raise the receiver's body limit "+
 			"(nginx client_max_body_size, or the framework's upload limit; see docs/webhook.md)", d.shown, d.size, se)
-		d.log.Warn("webhook rejected the message as too large", "key", d.msg.Key, "err", err)
+		d.log.Debug("webhook rejected the message as too large", "key", d.msg.Key, "err", err)
 		return sinks.Reject(err)
 	default:
 		se := d.statusError(resp)
