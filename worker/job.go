@@ -263,6 +263,13 @@ func (r *run) session() error {
 		return err
 	}
 	r.dele = plan.Delete
+	if len(plan.Fetch) > 0 {
+		var size int64
+		for _, p := range plan.Fetch {
+			size += p.Info.Size
+		}
+		r.emit(Event{Kind: EventPlanned, Count: len(plan.Fetch), Size: size})
+	}
 	fetchErr := r.fetch(plan.Fetch)
 	if errors.Is(fetchErr, errAgain) {
 		return errAgain

@@ -37,6 +37,7 @@ type LoginInfo struct {
 	Certificate  *x509.Certificate // the server's leaf certificate; nil without TLS
 	Capabilities pop3.Capabilities // after login
 	UTF8         bool              // the server took UTF8 (RFC 6856)
+	Mechanism    pop3.Mechanism    // what the login used (auto resolved)
 	// LoginDelay is the minimum time between logins the server asks for
 	// (RFC 2449 LOGIN-DELAY); 0 when it asks for none.
 	LoginDelay time.Duration
@@ -82,6 +83,7 @@ func Dial(ctx context.Context, a *Account, secret string, o DialOptions) (*pop3.
 	}
 	info.Capabilities = c.Capabilities()
 	info.UTF8 = c.UTF8()
+	info.Mechanism = c.Mechanism()
 	if d := info.Capabilities["LOGIN-DELAY"]; len(d) > 0 {
 		if secs, err := strconv.Atoi(d[0]); err == nil && secs > 0 {
 			info.LoginDelay = time.Duration(secs) * time.Second

@@ -152,6 +152,9 @@ const (
 	// EventSinkDone: one sink was handed one message (UIDL, Key, Sink,
 	// Outcome, Took), whatever the outcome.
 	EventSinkDone
+	// EventPlanned: a session is about to fetch Count messages of Size
+	// octets in all (as listed), for progress displays.
+	EventPlanned
 )
 
 // Event is what a job reports as it goes, to logs now and to metrics and
@@ -163,6 +166,7 @@ type Event struct {
 
 	UIDL, Key string // EventDelivered, EventFetched, EventSinkDone
 	Size      int64
+	Count     int           // EventPlanned
 	Sink      string        // EventSinkDone
 	Outcome   sinks.Outcome // EventSinkDone
 	Took      time.Duration // EventSinkDone: how long Deliver took

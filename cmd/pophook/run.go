@@ -120,8 +120,14 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 		}
 	}
 	s := &worker.Scheduler{Jobs: jobs, Concurrency: a.cfg.Concurrency, Logger: a.log}
+	prog := newProgress(stderr)
+	if prog != nil {
+		a.observers = append(a.observers, prog.observe)
+	}
+	outcomes := s.Once(ctx)
+	prog.finish()
 	var problems []string
-	for _, o := range s.Once(ctx) {
+	for _, o := range outcomes {
 		name := o.Job.Account.Name
 		switch {
 		case o.Err != nil:

@@ -151,6 +151,9 @@ type app struct {
 	ledger *state.Ledger
 	jobs   []*worker.Job
 	sinks  map[string]sinks.Sink
+	// observers see every job event after it is logged (progress,
+	// metrics); set before the jobs run.
+	observers []func(worker.Event)
 }
 
 // open creates what pophook needs on disk (the data dir, its ledger and
@@ -190,6 +193,9 @@ func (w *wiring) open() (*app, error) {
 				if h := hint(acct, e.Err); h != "" {
 					w.log.Warn("what to do: "+h, "account", acct.Name)
 				}
+			}
+			for _, o := range a.observers {
+				o(e)
 			}
 		}
 		j := &worker.Job{Account: acct, Sinks: map[string]sinks.Sink{}, SinkConfig: map[string]string{},

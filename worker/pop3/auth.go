@@ -55,7 +55,7 @@ func (c *Client) Authenticate(ctx context.Context, mech Mechanism, user, secret 
 	if err != nil {
 		return c.loginRefused(err)
 	}
-	c.authed = true
+	c.authed, c.mech = true, mech
 	if c.capaOK {
 		return c.capa(ctx)
 	}
@@ -105,6 +105,9 @@ func (c *Client) loginRefused(err error) error {
 	pe.Vague = pe.Code == "" && !mentionsLock(pe.Text) && (pe.Text == "" || c.caps.Has("AUTH-RESP-CODE"))
 	return err
 }
+
+// Mechanism is the mechanism the session logged in with ("" before).
+func (c *Client) Mechanism() Mechanism { return c.mech }
 
 func (c *Client) autoMechanism() Mechanism {
 	switch {

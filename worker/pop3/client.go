@@ -120,6 +120,7 @@ type Client struct {
 	capaOK   bool // the server answers CAPA
 	utf8     bool // UTF8 accepted (RFC 6856)
 	authed   bool
+	mech     Mechanism // what Authenticate used
 
 	// pipelining: 0 not yet tried, 1 works, -1 off for this session.
 	pipelining int
