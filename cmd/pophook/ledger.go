@@ -37,7 +37,7 @@ const ledgerUsage = `usage:
   pophook ledger retry ACCOUNT UIDL [SINK] offer a rejected message again at the next run
   pophook ledger forget ACCOUNT UIDL      drop a record: the message is fetched and delivered again
   pophook ledger export                   every record as JSON lines
-Add --json to list and show for JSON.`
+Add --json to list and show for JSON`
 
 // controlTokenFile is the control API's token in the data dir.
 const controlTokenFile = "control.token"

@@ -191,3 +191,62 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: exit %d: %q", code, out)
 	}
 }
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	bufio.NewReader(resp.Body).WriteTo(&b)
+	return resp.StatusCode, b.String()
+}
+
+// TestDaemonHTTP: the real daemon's metrics, readiness and status page.
+func TestDaemonHTTP(t *testing.T) {
+	d := dovecottest.Start(t, dovecottest.Options{})
+	for range 2 {
+		d.Deliver(t, "alice", []byte("Subject: m\n\nbody\n"))
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		ready int
+		says  []string
+	}{
+		{"good", nil, 200, []string{`pophook_messages_delivered_total{account="support"} 2`, `pophook_runs_total{account="support",outcome="ok"} 1`,
+			`pophook_sink_deliveries_total{outcome="delivered",sink="archive"} 2`, `pophook_build_info{`}},
+		{"wrong password", []string{"POPHOOK_ACCOUNT_SUPPORT_PASSWORD=wrong"}, 503, []string{`pophook_auth_consecutive_failures{account="support"} 1`,
+			`pophook_runs_total{account="support",outcome="failed"} 1`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			addr := freeAddr(t)
+			env := dovecotEnv(d, filepath.Join(dir, "data"), filepath.Join(dir, "Maildir"), append([]string{"POPHOOK_HTTP_ADDR=" + addr}, tc.extra...)...)
+			daemon := exec.Command(pophookBinary(t), "run")
+			daemon.Env = env
+			dlog := &syncbuf.Buffer{}
+			daemon.Stderr = dlog
+			if err := daemon.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
+			waitFor(t, func() bool { return strings.Contains(dlog.String(), `msg="fetch `) })
+			code, body := httpGet(t, "http://"+addr+"/readyz")
+			if code != tc.ready {
+				t.Errorf("/readyz: HTTP %d %q, want %d", code, body, tc.ready)
+			}
+			_, metrics := httpGet(t, "http://"+addr+"/metrics")
+			for _, want := range tc.says {
+				if !strings.Contains(metrics, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
+			if code, page := httpGet(t, "http://"+addr+"/"); code != 200 || !strings.Contains(page, "support") {
+				t.Errorf("status page: HTTP %d", code)
+			}
+		})
+	}
+}

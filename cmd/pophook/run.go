@@ -12,9 +12,15 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/pophook/pophook/internal/config"
+	"github.com/pophook/pophook/internal/web"
+	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker"
 )
 
@@ -155,37 +161,90 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 
 // run is the daemon: schedules, health endpoints, graceful shutdown.
 func (a *app) run(ctx context.Context) error {
+	s := &worker.Scheduler{Jobs: a.jobs, Concurrency: a.cfg.Concurrency, Jitter: 5 * time.Second, Logger: a.log}
+	var running atomic.Bool
 	if a.cfg.HTTPAddr != "" {
-		srv, err := a.serveHTTP()
+		srv, err := a.serveHTTP(s, &running)
 		if err != nil {
 			return err
 		}
 		defer srv.Shutdown(context.Background())
 	}
 	a.log.Info("pophook started", "version", version, "accounts", len(a.jobs))
-	s := &worker.Scheduler{Jobs: a.jobs, Concurrency: a.cfg.Concurrency, Jitter: 5 * time.Second, Logger: a.log}
+	running.Store(true)
 	err := s.Run(ctx)
+	running.Store(false)
 	a.log.Info("pophook stopped")
 	return err
 }
 
-func (a *app) serveHTTP() (*http.Server, error) {
+// serveHTTP serves the health endpoints, metrics, the status page and the
+// control API that pophook ledger uses while the daemon holds the ledger.
+func (a *app) serveHTTP(s *worker.Scheduler, running *atomic.Bool) (*http.Server, error) {
 	control, err := newControlAPI(a.cfg.DataDir, &ledgerService{l: a.ledger, accounts: a.cfg.Accounts})
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.Handle("/api/", control)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var accounts []string
+	for _, j := range a.jobs {
+		accounts = append(accounts, j.Account.Name)
+	}
+	m := web.NewMetrics(reg, build(), accounts, sortedKeys(a.sinks))
+	a.retries.Store(&m)
+	h := web.New(web.Options{
+		Version: version,
+		Accounts: func() []worker.Status {
+			out := make([]worker.Status, len(a.jobs))
+			for i, j := range a.jobs {
+				out[i] = j.Status()
+				out[i].Account = j.Account.Name
+			}
+			return out
+		},
+		NextRuns: s.NextRuns,
+		Rejected: a.rejected,
+		Ready: func() error {
+			if !running.Load() {
+				return errors.New("the scheduler is not running")
+			}
+			return nil
+		},
+		Gatherer: reg,
+		Extra:    control,
+	})
+	a.observers = append(a.observers, m.Observe, h.Observe)
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("POPHOOK_HTTP_ADDR: %w", err)}
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	a.log.Info("HTTP endpoints listening", "addr", ln.Addr().String())
 	return srv, nil
+}
+
+// rejected lists the messages a sink rejected, for the status page.
+func (a *app) rejected() ([]web.Rejected, error) {
+	var out []web.Rejected
+	for _, j := range a.jobs {
+		err := a.ledger.Account(j.Account.LedgerID()).Each(func(e *state.Entry) error {
+			if !e.DeletedAt.IsZero() {
+				return nil
+			}
+			for _, name := range sortedKeys(e.Sinks) {
+				if st := e.Sinks[name]; st.Permanent {
+					out = append(out, web.Rejected{Account: j.Account.Name, UIDL: e.UIDL, Sink: name, LastError: st.LastError, NextAttempt: st.NextAttempt})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // traceWriter sends the redacted POP3 trace to the debug log, a line at a

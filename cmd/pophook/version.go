@@ -9,11 +9,19 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/pophook/pophook/internal/web"
 )
 
-// buildInfo is "pophook VERSION (commit C, go1.26.8)": the version stamped
-// at build time, the commit and Go version from the binary's build info.
+// buildInfo is "pophook VERSION (commit C, go1.26.8)".
 func buildInfo() string {
+	b := build()
+	return fmt.Sprintf("pophook %s (commit %s, %s)", b.Version, b.Commit, b.GoVersion)
+}
+
+// build is the version stamped at build time, and the commit and Go
+// version from the binary's build info.
+func build() web.BuildInfo {
 	commit, goVersion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -33,7 +41,7 @@ func buildInfo() string {
 			version = bi.Main.Version // go install ...@vX
 		}
 	}
-	return fmt.Sprintf("pophook %s (commit %s, %s)", version, commit, goVersion)
+	return web.BuildInfo{Version: version, Commit: commit, GoVersion: goVersion}
 }
 
 // healthcheck asks the local daemon's /readyz, so a container image

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pophook/pophook/internal/config"
+	"github.com/pophook/pophook/internal/web"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
 	"github.com/pophook/pophook/sinks/smtp"
@@ -24,6 +26,7 @@ import (
 // wiring is the configuration turned into typed accounts and sinks, with
 // every check that needs no disk done. Nothing has been created yet.
 type wiring struct {
+	retries  *atomic.Pointer[*web.Metrics] // set when the daemon serves metrics
 	cfg      *config.Config
 	log      *slog.Logger
 	accounts []*worker.Account
@@ -35,7 +38,7 @@ type wiring struct {
 // touching the disk, and checks the rest. Its errors are configuration
 // errors (exit status 2) naming the variable.
 func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
-	w := &wiring{cfg: cfg, log: log, built: map[string]sinks.Sink{}, maildirs: map[string]string{}}
+	w := &wiring{cfg: cfg, log: log, built: map[string]sinks.Sink{}, maildirs: map[string]string{}, retries: &atomic.Pointer[*web.Metrics]{}}
 	spool := filepath.Join(cfg.DataDir, "spool")
 	var problems []string
 	for _, name := range sortedKeys(cfg.Sinks) {
@@ -54,6 +57,7 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 				Timeout: sc.Timeout, Budget: sc.Budget, FormField: sc.FormField, FormFilename: sc.FormFilename,
 				FormFields: sc.FormFields, AcceptHTML: sc.AcceptHTML, InlineLimit: inline, IncludeRaw: sc.IncludeRaw,
 				TempDir: spool, UserAgent: "pophook/" + version, Logger: log.With("sink", name),
+				OnRetry: w.retryHook(name),
 			})
 			if err != nil {
 				problems = append(problems, prefix+": "+err.Error())
@@ -61,7 +65,7 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 			}
 			w.built[name] = s
 		case config.SinkSMTP:
-			s, err := smtpSink(sc, log.With("sink", name))
+			s, err := smtpSink(sc, log.With("sink", name), w.retryHook(name))
 			if err != nil {
 				problems = append(problems, err.Error())
 				continue
@@ -85,8 +89,17 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 	return w, nil
 }
 
+// retryHook counts a sink's retries in the metrics when there are any.
+func (w *wiring) retryHook(name string) func() {
+	return func() {
+		if m := w.retries.Load(); m != nil {
+			(*m).SinkRetry(name)
+		}
+	}
+}
+
 // smtpSink builds an SMTP relay sink.
-func smtpSink(sc *config.Sink, log *slog.Logger) (*smtp.Sink, error) {
+func smtpSink(sc *config.Sink, log *slog.Logger, onRetry func()) (*smtp.Sink, error) {
 	prefix := "POPHOOK_SINK_" + strings.ToUpper(sc.Name)
 	tlsConfig, err := pop3.TLSConfig(sc.Host, sc.TLSCAFile, false)
 	if err != nil {
@@ -99,7 +112,7 @@ func smtpSink(sc *config.Sink, log *slog.Logger) (*smtp.Sink, error) {
 	s, err := smtp.New(smtp.Options{
 		Name: sc.Name, Host: sc.Host, Port: sc.Port, TLS: sc.TLS, TLSConfig: tlsConfig, AllowInsecure: sc.AllowInsecure,
 		Username: sc.Username, Password: password, From: sc.From, To: sc.To,
-		Timeout: sc.Timeout, Retry: sinks.Retry{Budget: sc.Budget}, Logger: log,
+		Timeout: sc.Timeout, Retry: sinks.Retry{Budget: sc.Budget}, Logger: log, OnRetry: onRetry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", prefix, err)
@@ -154,6 +167,8 @@ type app struct {
 	// observers see every job event after it is logged (progress,
 	// metrics); set before the jobs run.
 	observers []func(worker.Event)
+	// retries counts sink retries in the metrics, once they exist.
+	retries *atomic.Pointer[*web.Metrics]
 }
 
 // open creates what pophook needs on disk (the data dir, its ledger and
@@ -170,7 +185,7 @@ func (w *wiring) open() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: w.cfg, log: w.log, ledger: ledger, sinks: w.built}
+	a := &app{cfg: w.cfg, log: w.log, ledger: ledger, sinks: w.built, retries: w.retries}
 	spool := filepath.Join(w.cfg.DataDir, "spool")
 	if err := cleanSpool(spool); err != nil {
 		a.close()

@@ -87,6 +87,8 @@ type Options struct {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
 	Logger *slog.Logger
+	// OnRetry, if set, is called before each retry (a metric).
+	OnRetry func()
 }
 
 // Sink relays messages to one SMTP server. It is safe for concurrent use.
@@ -181,6 +183,9 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	err = s.o.Retry.Do(ctx, func(ctx context.Context) error {
 		return s.attempt(ctx, from, m, need)
 	}, func(n int, err error, wait time.Duration) {
+		if s.o.OnRetry != nil {
+			s.o.OnRetry()
+		}
 		s.log.Debug("smtp delivery failed; retrying", "key", m.Key, "attempt", n, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 	})
 	if err != nil {

@@ -149,13 +149,14 @@ func TestTemporaryThenDelivered(t *testing.T) {
 		}
 		return nil
 	}
-	s := sinkFor(t, f, nil)
+	retries := 0
+	s := sinkFor(t, f, func(o *Options) { o.OnRetry = func() { retries++ } })
 	raw := sinktest.Messages()["small"]
 	if err := s.Deliver(context.Background(), sinktest.Message(raw)); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.messages(); len(got) != 1 || !bytes.Equal(got[0], raw) {
-		t.Errorf("received %q", got)
+	if got := f.messages(); len(got) != 1 || !bytes.Equal(got[0], raw) || retries != 2 {
+		t.Errorf("received %q after %d retries (want 2)", got, retries)
 	}
 }
 

@@ -124,6 +124,9 @@ func (d *delivery) retry(retryAfter time.Duration, hasRetryAfter bool) (bool, er
 		return false, errGiveUp
 	}
 	d.wait = wait
+	if d.onRetry != nil {
+		d.onRetry()
+	}
 	d.log.Debug("webhook request failed; retrying", "key", d.msg.Key, "attempt", d.attempts,
 		"err", d.last.Error(), "retry_in", wait.Round(time.Millisecond).String())
 	return true, nil

@@ -120,6 +120,8 @@ type Options struct {
 	Client *http.Client
 	// Logger may be nil.
 	Logger *slog.Logger
+	// OnRetry, if set, is called before each retry (a metric).
+	OnRetry func()
 }
 
 // Sink delivers messages to one webhook endpoint. It is safe for
@@ -145,6 +147,7 @@ type Sink struct {
 	log          *slog.Logger
 	secrets      scrubber // the URL's: scrubbed from response snippets
 	now          func() time.Time
+	onRetry      func()
 }
 
 // New checks opts and returns a sink. The secret and headers are read and
@@ -167,6 +170,7 @@ func New(opts Options) (*Sink, error) {
 		userAgent:    opts.UserAgent,
 		log:          opts.Logger,
 		now:          time.Now,
+		onRetry:      opts.OnRetry,
 		payloadOpts: payload.Options{
 			InlineLimit: opts.InlineLimit,
 			IncludeRaw:  opts.IncludeRaw,
