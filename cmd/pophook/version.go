@@ -13,6 +13,10 @@ import (
 	"github.com/pophook/pophook/internal/web"
 )
 
+// commit is set at build time with -ldflags "-X main.commit=..." where the
+// build has no .git to read it from (a Docker build).
+var commit = ""
+
 // buildInfo is "pophook VERSION (commit C, go1.26.8)".
 func buildInfo() string {
 	b := build()
@@ -22,26 +26,31 @@ func buildInfo() string {
 // build is the version stamped at build time, and the commit and Go
 // version from the binary's build info.
 func build() web.BuildInfo {
-	commit, goVersion := "unknown", "unknown"
+	rev, goVersion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
 		dirty := ""
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				commit = s.Value[:min(12, len(s.Value))]
+				rev = s.Value[:min(12, len(s.Value))]
 			case "vcs.modified":
 				if s.Value == "true" {
 					dirty = "+dirty"
 				}
 			}
 		}
-		commit += dirty
+		if rev != "unknown" {
+			rev += dirty
+		}
 		if version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			version = bi.Main.Version // go install ...@vX
 		}
 	}
-	return web.BuildInfo{Version: version, Commit: commit, GoVersion: goVersion}
+	if commit != "" {
+		rev = commit
+	}
+	return web.BuildInfo{Version: version, Commit: rev, GoVersion: goVersion}
 }
 
 // healthcheck asks the local daemon's /readyz, so a container image
