@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/internal/web"
 )
 
@@ -58,6 +59,7 @@ func build() web.BuildInfo {
 // POPHOOK_HTTP_ADDR.
 func healthcheck(ctx context.Context, stdout io.Writer) error {
 	addr, set := os.LookupEnv("POPHOOK_HTTP_ADDR")
+	addr = config.Unquote(addr)
 	if !set {
 		addr = "127.0.0.1:8080"
 	}

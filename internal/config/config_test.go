@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -930,5 +931,116 @@ func TestSkipVerifyWarns(t *testing.T) {
 		return strings.HasPrefix(w, "POPHOOK_ACCOUNT_SUPPORT_TLS_SKIP_VERIFY=true: the server's certificate is not checked")
 	}) {
 		t.Errorf("warnings %q", warnings)
+	}
+}
+
+// The same .env file must mean the same to a POSIX shell (set -a; . .env),
+// docker run --env-file, compose's env_file and systemd's EnvironmentFile=.
+// The shell is run for real; the other three follow their documented
+// rules (docker: the value verbatim; compose and systemd: single quotes
+// literal, double quotes with escapes; unquoted, a backslash escapes the
+// next character in systemd). After pophook's own handling (one pair of
+// quotes removed; a literal \n in HEADERS and FORM_FIELDS is a line
+// break), every variable of .env.example must come out the same.
+func TestEnvFileMeansTheSameToEveryLoader(t *testing.T) {
+	content, err := os.ReadFile(filepath.Join(repoRoot(t), ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	values := map[string]string{} // as written
+	for _, line := range strings.Split(string(content), "\n") {
+		if m := assignment.FindStringSubmatch(line); m != nil {
+			lines = append(lines, m[1]+"="+m[2])
+			values[m[1]] = m[2]
+		}
+	}
+	file := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `set -a; . "$1"; exec env -0`, "sh", file)
+	cmd.Env = []string{}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sourcing .env.example in sh: %v", err)
+	}
+	shell := map[string]string{}
+	for _, kv := range strings.Split(string(out), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			shell[k] = v
+		}
+	}
+	norm := func(v string) string { return strings.ReplaceAll(Unquote(v), `\n`, "\n") }
+	for key, raw := range values {
+		got := map[string]string{
+			"docker --env-file": norm(raw),
+			"sh":                norm(shell[key]),
+			"compose env_file":  norm(composeValue(raw)),
+			"systemd":           norm(systemdValue(raw)),
+		}
+		for loader, v := range got {
+			if v != got["docker --env-file"] {
+				t.Errorf("%s: %s reads %q, docker --env-file %q", key, loader, v, got["docker --env-file"])
+			}
+		}
+	}
+}
+
+// composeValue follows compose's env_file rules for one value.
+func composeValue(v string) string {
+	switch {
+	case len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'':
+		return v[1 : len(v)-1]
+	case len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
+		r := strings.NewReplacer(`\n`, "\n", `\\`, `\`, `\"`, `"`)
+		return r.Replace(v[1 : len(v)-1])
+	}
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v)
+}
+
+// systemdValue follows systemd's EnvironmentFile= rules for one value.
+func systemdValue(v string) string {
+	v = strings.TrimLeft(v, " \t")
+	switch {
+	case len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'':
+		return v[1 : len(v)-1]
+	case len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
+		var b strings.Builder
+		in := v[1 : len(v)-1]
+		for i := 0; i < len(in); i++ {
+			if in[i] == '\\' && i+1 < len(in) && strings.IndexByte("\"\\`$", in[i+1]) >= 0 {
+				i++
+			}
+			b.WriteByte(in[i])
+		}
+		return b.String()
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			i++
+		}
+		b.WriteByte(v[i])
+	}
+	return strings.TrimRight(b.String(), " \t")
+}
+
+func TestUnquote(t *testing.T) {
+	for in, want := range map[string]string{
+		`'@every 1m'`: "@every 1m", `"a b"`: "a b", `'`: `'`, `''`: "", `'a"`: `'a"`, `a'b'`: `a'b'`, `"'x'"`: `'x'`, "plain": "plain",
+	} {
+		if got := Unquote(in); got != want {
+			t.Errorf("Unquote(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// A quoted schedule loads as the schedule.
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_SCHEDULE": "'@every 10s'", "POPHOOK_SINK_HELPDESK_FORM_FIELDS": `'queue=General\naction=correspond'`})
+	cfg, _ := mustLoad(t)
+	if cfg.Accounts[0].Schedule != "@every 10s" {
+		t.Errorf("schedule %q", cfg.Accounts[0].Schedule)
 	}
 }

@@ -112,10 +112,12 @@ var sinkTypeEnv = map[string]any{
 }
 
 // read fills spec (a pointer to one of the *Env structs) from the variables
-// prefix_NAME with envconfig, then applies one rule envconfig does not
-// have: a variable that is set but empty counts as unset and gets its
-// default (docker --env-file and systemd make it easy to leave a value
-// empty), except where the field is tagged empty:"keep".
+// prefix_NAME with envconfig, then applies two rules envconfig does not
+// have, so that one .env file means the same to every loader (see
+// Unquote): one pair of surrounding quotes is removed, and a variable
+// that is set but empty counts as unset and gets its default (docker
+// --env-file and systemd make it easy to leave a value empty), except
+// where the field is tagged empty:"keep".
 func read(prefix string, spec any) {
 	// Every field is a string, so Process can only fail on a malformed
 	// spec, which the tests would catch.
@@ -125,10 +127,24 @@ func read(prefix string, spec any) {
 	v := reflect.ValueOf(spec).Elem()
 	for i := range v.NumField() {
 		f := v.Type().Field(i)
+		v.Field(i).SetString(Unquote(v.Field(i).String()))
 		if v.Field(i).String() == "" && f.Tag.Get("empty") != "keep" {
 			v.Field(i).SetString(f.Tag.Get("default"))
 		}
 	}
+}
+
+// Unquote removes one pair of matching single or double quotes around a
+// whole value. A POSIX shell, systemd's EnvironmentFile= and compose's
+// env_file remove them when they read '@every 1m' from a .env file;
+// docker run --env-file passes them on. Removing them here makes a
+// quoted value mean the same under all four, which is what lets the
+// example write values with spaces and backslashes in single quotes.
+func Unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
 }
 
 // suffixes lists the variable names of an *Env struct after its prefix, as
