@@ -258,3 +258,31 @@ func TestDataDirNotWritable(t *testing.T) {
 		t.Errorf("output:\n%s", out)
 	}
 }
+
+// Two replicas with POPHOOK_SHARD=0/2 and 1/2 each fetch their share of
+// the accounts: together every account once.
+func TestShardsSplitAccounts(t *testing.T) {
+	names := []string{"a1", "a2", "a3", "a4", "a5", "a6"}
+	env := []string{"PATH=" + os.Getenv("PATH"), "POPHOOK_HTTP_ADDR=", "POPHOOK_ACCOUNTS=" + strings.Join(names, ","),
+		"POPHOOK_SINKS=archive", "POPHOOK_SINK_ARCHIVE_TYPE=maildir"}
+	for _, n := range names {
+		p := "POPHOOK_ACCOUNT_" + strings.ToUpper(n) + "_"
+		env = append(env, p+"HOST=127.0.0.1", p+"PORT=1", p+"USERNAME="+n+"@example.com", p+"PASSWORD=x", p+"SINKS=archive")
+	}
+	seen := map[string]int{}
+	for _, shard := range []string{"0/2", "1/2"} {
+		dir := t.TempDir()
+		out, _ := runBin(t, append(env, "POPHOOK_SHARD="+shard, "POPHOOK_DATA_DIR="+filepath.Join(dir, "data"),
+			"POPHOOK_SINK_ARCHIVE_PATH="+filepath.Join(dir, "Maildir")), "once")
+		for _, n := range names {
+			if strings.Contains(out, "account "+n+":") {
+				seen[n]++
+			}
+		}
+	}
+	for _, n := range names {
+		if seen[n] != 1 {
+			t.Errorf("account %s fetched by %d shards, want 1", n, seen[n])
+		}
+	}
+}

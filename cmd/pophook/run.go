@@ -122,7 +122,10 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 		jobs = nil
 		for _, n := range names {
 			i := slices.IndexFunc(a.jobs, func(j *worker.Job) bool { return j.Account.Name == n })
-			jobs = append(jobs, a.jobs[i]) // Run checked the names
+			if i < 0 { // Run checked the name exists
+				return &exitError{code: 2, err: fmt.Errorf("once: account %q belongs to another shard than %s (POPHOOK_SHARD)", n, a.cfg.Shard)}
+			}
+			jobs = append(jobs, a.jobs[i])
 		}
 	}
 	s := &worker.Scheduler{Jobs: jobs, Concurrency: a.cfg.Concurrency, Logger: a.log}

@@ -202,6 +202,9 @@ func (w *wiring) open() (*app, error) {
 	}
 	logEvents := worker.LogEvents(w.log)
 	for _, acct := range w.accounts {
+		if !w.cfg.Shard.Owns(acct.LedgerID()) {
+			continue // another replica's (POPHOOK_SHARD)
+		}
 		events := func(e worker.Event) {
 			logEvents(e)
 			if e.Kind == worker.EventRunDone && e.Err != nil {
@@ -223,6 +226,10 @@ func (w *wiring) open() (*app, error) {
 			j.Trace = &traceWriter{log: w.log.With("account", acct.Name)}
 		}
 		a.jobs = append(a.jobs, j)
+	}
+	if w.cfg.Shard.Count > 1 {
+		w.log.Info("POPHOOK_SHARD: this instance fetches its share of the accounts", "shard", w.cfg.Shard.String(),
+			"accounts", len(a.jobs), "of", len(w.accounts))
 	}
 	return a, nil
 }

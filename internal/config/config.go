@@ -17,17 +17,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pophook/pophook/internal/shard"
 	"github.com/pophook/pophook/sinks/webhook"
 )
 
 // Config is the whole configuration.
 type Config struct {
-	DataDir     string     // POPHOOK_DATA_DIR: ledger.db and the spool
-	LogLevel    slog.Level // POPHOOK_LOG_LEVEL
-	LogFormat   string     // POPHOOK_LOG_FORMAT: text or json
-	HTTPAddr    string     // POPHOOK_HTTP_ADDR: host:port, "" disables the endpoints
-	Concurrency int        // POPHOOK_CONCURRENCY: accounts fetched at the same time
-	Accounts    []Account  // in POPHOOK_ACCOUNTS order
+	DataDir     string      // POPHOOK_DATA_DIR: ledger.db and the spool
+	LogLevel    slog.Level  // POPHOOK_LOG_LEVEL
+	LogFormat   string      // POPHOOK_LOG_FORMAT: text or json
+	HTTPAddr    string      // POPHOOK_HTTP_ADDR: host:port, "" disables the endpoints
+	Concurrency int         // POPHOOK_CONCURRENCY: accounts fetched at the same time
+	Shard       shard.Shard // POPHOOK_SHARD: the accounts this instance owns
+	Accounts    []Account   // in POPHOOK_ACCOUNTS order
 	Sinks       map[string]*Sink
 }
 
@@ -240,6 +242,9 @@ func loadGlobal(p *Problems) (cfg *Config, accounts, sinks []string) {
 		HTTPAddr:    e.HTTPAddr,
 		Concurrency: conv(p, name("CONCURRENCY"), e.Concurrency, func(s string) (int, error) { return parseIntRange(s, 1, 1000) }),
 		Sinks:       map[string]*Sink{},
+	}
+	if e.Shard != "" {
+		cfg.Shard = conv(p, name("SHARD"), e.Shard, shard.Parse)
 	}
 	if e.HTTPAddr != "" {
 		if err := checkListenAddr(e.HTTPAddr); err != nil {

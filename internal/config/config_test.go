@@ -789,7 +789,7 @@ func TestVariables(t *testing.T) {
 	}
 	maildir := Variables(nil, map[string]string{"a": "maildir"})
 	if want := []string{"POPHOOK_DATA_DIR", "POPHOOK_LOG_LEVEL", "POPHOOK_LOG_FORMAT", "POPHOOK_HTTP_ADDR",
-		"POPHOOK_CONCURRENCY", "POPHOOK_ACCOUNTS", "POPHOOK_SINKS", "POPHOOK_SINK_A_TYPE", "POPHOOK_SINK_A_PATH"}; !slices.Equal(maildir, want) {
+		"POPHOOK_CONCURRENCY", "POPHOOK_ACCOUNTS", "POPHOOK_SINKS", "POPHOOK_SHARD", "POPHOOK_SINK_A_TYPE", "POPHOOK_SINK_A_PATH"}; !slices.Equal(maildir, want) {
 		t.Errorf("Variables for a maildir sink = %q", maildir)
 	}
 	webhook := Variables(nil, map[string]string{"a": "webhook"})
@@ -1042,5 +1042,17 @@ func TestUnquote(t *testing.T) {
 	cfg, _ := mustLoad(t)
 	if cfg.Accounts[0].Schedule != "@every 10s" {
 		t.Errorf("schedule %q", cfg.Accounts[0].Schedule)
+	}
+}
+
+func TestShard(t *testing.T) {
+	setup(t, map[string]string{"POPHOOK_SHARD": "1/3"})
+	cfg, _ := mustLoad(t)
+	if cfg.Shard.Index != 1 || cfg.Shard.Count != 3 {
+		t.Errorf("shard %v", cfg.Shard)
+	}
+	setup(t, map[string]string{"POPHOOK_SHARD": "3/3"})
+	if p := loadProblems(t); len(p) != 1 || !strings.HasPrefix(p[0], "POPHOOK_SHARD: ") {
+		t.Errorf("problems %q", p)
 	}
 }

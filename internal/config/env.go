@@ -33,6 +33,7 @@ type globalEnv struct {
 	Concurrency string `split_words:"true" default:"4"`
 	Accounts    string `split_words:"true"`
 	Sinks       string `split_words:"true"`
+	Shard       string `split_words:"true"` // INDEX/COUNT; empty owns every account
 }
 
 // accountEnv is read with the prefix POPHOOK_ACCOUNT_<NAME>.
