@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pophook/pophook/internal/config"
+	"github.com/pophook/pophook/internal/demo"
 	"github.com/pophook/pophook/internal/web"
 	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker"
@@ -34,6 +35,7 @@ const usage = `usage:
   pophook check [ACCOUNT...] connect, log in and probe the sinks; fetches, delivers and deletes nothing
   pophook ledger ...         what the ledger holds; retry or forget a message (pophook ledger for more)
   pophook healthcheck        exit 0 when the local daemon is ready (for Docker HEALTHCHECK)
+  pophook demo [--keep]      a complete run on this machine with sample mail: nothing to set up
   pophook version            print the version
 
 Configuration comes from POPHOOK_* environment variables: see .env.example.`
@@ -53,6 +55,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "healthcheck":
 		return healthcheck(ctx, stdout)
+	case "demo":
+		// A self-contained run: no configuration, no network, no root.
+		return demo.Run(ctx, stdout, demo.Options{Version: version, Keep: slices.Contains(args, "--keep")})
 	case "run", "once", "check", "ledger":
 	default:
 		return &exitError{code: 2, err: fmt.Errorf("unknown command %q\n%s", cmd, usage)}
