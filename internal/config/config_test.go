@@ -1056,3 +1056,35 @@ func TestShard(t *testing.T) {
 		t.Errorf("problems %q", p)
 	}
 }
+
+// Every ```env example in README.md is a configuration that loads: a new
+// user can copy one as it stands.
+func TestREADMEExamples(t *testing.T) {
+	content, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```env\n(.*?)```").FindAllStringSubmatch(string(content), -1)
+	if len(blocks) < 2 {
+		t.Fatalf("%d env examples in README.md, want at least 2", len(blocks))
+	}
+	for i, b := range blocks {
+		clearEnv(t)
+		for _, line := range strings.Split(strings.TrimSpace(b[1]), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Fatalf("example %d: %q is not KEY=value", i+1, line)
+			}
+			if strings.HasSuffix(k, "_FILE") {
+				v = writeFile(t, "a-secret") // the example's path, made real
+				if strings.Contains(k, "SECRET") {
+					v = writeFile(t, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwIf2Ot1vRE/w=")
+				}
+			}
+			t.Setenv(k, v)
+		}
+		if _, warnings, err := Load(); err != nil || len(warnings) > 0 {
+			t.Errorf("README example %d does not load cleanly: %v %q", i+1, err, warnings)
+		}
+	}
+}
