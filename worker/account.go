@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,21 @@ type Account struct {
 type Credential interface {
 	Secret(ctx context.Context) (string, error)
 }
+
+// ErrCredentialRefused is wrapped by a Credential's error when the secret
+// itself was refused before any login (an OAuth2 provider revoked the
+// refresh token): the job backs off as for a wrong password.
+var ErrCredentialRefused = errors.New("the credential was refused")
+
+// A Credential may also implement Fingerprint, identifying what is
+// configured when the secret it returns changes by itself (an access
+// token every hour), so that a back-off ends only when the configuration
+// does; and Invalidate, so that a refused login gets one fresh secret
+// before it counts as a failure.
+type (
+	fingerprinter interface{ Fingerprint() string }
+	invalidator   interface{ Invalidate() }
+)
 
 // CredentialFunc adapts a function to Credential.
 type CredentialFunc func(ctx context.Context) (string, error)

@@ -146,14 +146,15 @@ func (j *Job) now() time.Time {
 // run is the state of one pass.
 type run struct {
 	*Job
-	ctx    context.Context // for I/O: never cancelled by a stop request
-	stop   context.Context // cancelled when the job should wrap up
-	log    *slog.Logger
-	ledger *state.Account
-	meta   state.AccountMeta
-	secret string
-	credFP string // fingerprint of the credential in use
-	res    Result
+	ctx       context.Context // for I/O: never cancelled by a stop request
+	stop      context.Context // cancelled when the job should wrap up
+	log       *slog.Logger
+	ledger    *state.Account
+	meta      state.AccountMeta
+	secret    string
+	credFP    string // fingerprint of the credential in use
+	refreshed bool   // a refused token was replaced once in this run
+	res       Result
 
 	// per session
 	c         *pop3.Client
@@ -179,12 +180,26 @@ func (r *run) run() error {
 	if a.Credential == nil {
 		return fmt.Errorf("account %s: no credential", a.Name)
 	}
+	// A credential that changes by itself (OAuth2) is fingerprinted by its
+	// configuration, and before its secret is fetched: a back-off must
+	// spare the token endpoint too.
+	if fp, ok := a.Credential.(fingerprinter); ok {
+		r.credFP = r.Ledger.Fingerprint(a.Host, a.Username, string(a.mechanism()), fp.Fingerprint())
+		if r.waiting() {
+			return nil
+		}
+	}
 	if r.secret, err = a.Credential.Secret(r.ctx); err != nil {
+		if errors.Is(err, ErrCredentialRefused) {
+			return r.loginFailed(err)
+		}
 		return fmt.Errorf("account %s: reading the credential: %w", a.Name, err)
 	}
-	r.credFP = r.Ledger.Fingerprint(a.Host, a.Username, string(a.mechanism()), r.secret)
-	if r.waiting() {
-		return nil
+	if r.credFP == "" {
+		r.credFP = r.Ledger.Fingerprint(a.Host, a.Username, string(a.mechanism()), r.secret)
+		if r.waiting() {
+			return nil
+		}
 	}
 	defer r.removeSpool()
 	for n := 1; ; n++ {
@@ -231,6 +246,20 @@ func (r *run) waiting() bool {
 func (r *run) session() error {
 	a := r.Account
 	c, info, err := Dial(r.ctx, a, r.secret, DialOptions{DisablePipelining: r.meta.NoPipelining, Trace: r.Trace})
+	if inv, ok := a.Credential.(invalidator); ok && errors.Is(err, pop3.ErrAuth) && !r.refreshed {
+		// A token the server refused gets one fresh successor before the
+		// refusal counts (it may have been revoked or expired early).
+		r.refreshed = true
+		inv.Invalidate()
+		if r.secret, err = a.Credential.Secret(r.ctx); err != nil {
+			if errors.Is(err, ErrCredentialRefused) {
+				return r.loginFailed(err)
+			}
+			return fmt.Errorf("account %s: reading the credential: %w", a.Name, err)
+		}
+		r.log.Info("the server refused the access token; trying once more with a fresh one")
+		return errAgain
+	}
 	if err != nil {
 		return r.loginFailed(err)
 	}
@@ -334,7 +363,7 @@ func (r *run) loginFailed(err error) error {
 		r.res.Skipped, r.res.SkipDetail = SkipLoginDelay, pe.Error()
 		r.res.NextAttempt = r.meta.Login.NotBefore
 		return errSkip
-	case errors.Is(err, pop3.ErrAuth), errors.Is(err, pop3.ErrMechanism):
+	case errors.Is(err, pop3.ErrAuth), errors.Is(err, pop3.ErrMechanism), errors.Is(err, ErrCredentialRefused):
 		r.res.LoginRefused = true
 		r.res.NextAttempt = time.Time{} // set below
 		vague := pe != nil && pe.Vague
@@ -356,6 +385,8 @@ func (r *run) loginFailed(err error) error {
 		}
 		var what string
 		switch {
+		case errors.Is(err, ErrCredentialRefused):
+			what = "the credential was refused before the login"
 		case errors.Is(err, pop3.ErrMechanism):
 			what = "the authentication mechanism is not one the server offers: change AUTH"
 		case vague:

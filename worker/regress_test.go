@@ -393,3 +393,69 @@ func TestWorkerDependencies(t *testing.T) {
 		}
 	}
 }
+
+// tokenCred is an OAuth2-like credential: its secret changes by itself,
+// Invalidate makes the next one fresh, and it is fingerprinted by what is
+// configured.
+type tokenCred struct {
+	tokens []string // handed out in turn; Invalidate moves on
+	i      int
+	calls  int
+	err    error
+}
+
+func (c *tokenCred) Secret(context.Context) (string, error) {
+	c.calls++
+	if c.err != nil {
+		return "", c.err
+	}
+	return c.tokens[min(c.i, len(c.tokens)-1)], nil
+}
+func (c *tokenCred) Invalidate()         { c.i++ }
+func (c *tokenCred) Fingerprint() string { return "client-1" }
+
+// An XOAUTH2 refusal gets one fresh token before it counts.
+func TestXOAUTH2RefreshesOnceBeforeFailing(t *testing.T) {
+	s := pop3test.NewTLSServer(pop3test.Options{SASL: []string{"XOAUTH2"}, NoUser: true, Tokens: map[string]string{"alice": "fresh"}})
+	defer s.Close()
+	s.SetMailbox("alice", messages(1, "Subject: %d\n\nbody\n"))
+	cred := &tokenCred{tokens: []string{"stale", "fresh"}}
+	acct := fakeAccount(s)
+	acct.Mechanism, acct.Credential = pop3.MechXOAUTH2, cred
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": &recorder{}})
+	if res := e.run(); res.Delivered != 1 || cred.i != 1 {
+		t.Fatalf("run %+v after %d invalidations; want the message delivered with the second token", res, cred.i)
+	}
+	// Both tokens refused: one retry, then an authentication failure.
+	cred2 := &tokenCred{tokens: []string{"stale", "revoked"}}
+	acct.Credential = cred2
+	e.newJob()
+	_, err := e.job.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "check the user name and password") || cred2.i != 1 {
+		t.Errorf("refused twice: %v after %d invalidations", err, cred2.i)
+	}
+}
+
+// A credential refused before any login (a revoked refresh token) backs
+// off like a wrong password, and the back-off spares the token endpoint.
+func TestCredentialRefusedBacksOff(t *testing.T) {
+	s := pop3test.NewTLSServer(pop3test.Options{})
+	defer s.Close()
+	cred := &tokenCred{err: fmt.Errorf("oauth support: the refresh token was revoked: %w", ErrCredentialRefused)}
+	acct := fakeAccount(s)
+	acct.Mechanism, acct.Credential = pop3.MechXOAUTH2, cred
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": &recorder{}})
+	res, err := e.job.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "revoked") || !res.LoginRefused {
+		t.Fatalf("run: %+v, %v", res, err)
+	}
+	if len(s.Log()) != 0 {
+		t.Errorf("the server was contacted: %q", s.Log())
+	}
+	e.newJob()
+	e.clock = e.clock.Add(30 * time.Second)
+	res, err = e.job.Run(context.Background())
+	if err != nil || res.Skipped != SkipAuthBackoff || cred.calls != 1 {
+		t.Errorf("within the back-off: %+v, %v, %d token requests (want 1 in all)", res, err, cred.calls)
+	}
+}

@@ -34,6 +34,8 @@ const usage = `usage:
                              exit status 1 if any account or message failed
   pophook check [ACCOUNT...] connect, log in and probe the sinks; fetches, delivers and deletes nothing
   pophook ledger ...         what the ledger holds; retry or forget a message (pophook ledger for more)
+  pophook oauth login --provider microsoft|google ACCOUNT
+                             sign in once (device code) and keep the refresh token
   pophook healthcheck        exit 0 when the local daemon is ready (for Docker HEALTHCHECK)
   pophook demo [--keep]      a complete run on this machine with sample mail: nothing to set up
   pophook version            print the version
@@ -58,7 +60,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "demo":
 		// A self-contained run: no configuration, no network, no root.
 		return demo.Run(ctx, stdout, demo.Options{Version: version, Keep: slices.Contains(args, "--keep")})
-	case "run", "once", "check", "ledger":
+	case "run", "once", "check", "ledger", "oauth":
 	default:
 		return &exitError{code: 2, err: fmt.Errorf("unknown command %q\n%s", cmd, usage)}
 	}
@@ -78,6 +80,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if cmd == "ledger" {
 		return ledgerCommand(ctx, cfg, args, stdout)
+	}
+	if cmd == "oauth" {
+		return oauthCommand(ctx, cfg, args, stdout)
 	}
 	if cmd == "once" || cmd == "check" {
 		for _, n := range args {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pophook/pophook/internal/config"
+	"github.com/pophook/pophook/internal/oauth"
 	"github.com/pophook/pophook/internal/web"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/sinks/maildir"
@@ -76,7 +79,7 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 		}
 	}
 	for i := range cfg.Accounts {
-		a, err := account(&cfg.Accounts[i])
+		a, err := account(&cfg.Accounts[i], cfg.DataDir)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
@@ -121,7 +124,7 @@ func smtpSink(sc *config.Sink, log *slog.Logger, onRetry func()) (*smtp.Sink, er
 }
 
 // account turns a configured account into the worker's.
-func account(c *config.Account) (*worker.Account, error) {
+func account(c *config.Account, dataDir string) (*worker.Account, error) {
 	prefix := "POPHOOK_ACCOUNT_" + strings.ToUpper(c.Name)
 	a := &worker.Account{
 		Name: c.Name, Host: c.Host, Port: c.Port, AllowInsecureAuth: c.AllowInsecure,
@@ -142,9 +145,44 @@ func account(c *config.Account) (*worker.Account, error) {
 		return nil, fmt.Errorf("%s_TLS_CA_FILE: %w", prefix, err)
 	}
 	a.TLSConfig = tlsConfig
+	if c.OAuth2 != nil {
+		a.Credential = oauthSource(c, a.LedgerID(), dataDir)
+		return a, nil
+	}
 	secret := c.Password
 	a.Credential = worker.CredentialFunc(func(context.Context) (string, error) { return secret.Reveal() })
 	return a, nil
+}
+
+// oauthSource gets an OAuth2 account its access tokens; rotated refresh
+// tokens and the current access token are kept in the data dir, in a file
+// named after the mailbox so that renaming the account keeps it.
+func oauthSource(c *config.Account, ledgerID, dataDir string) *oauth.Source {
+	o := c.OAuth2
+	scopes := o.Scopes
+	if len(scopes) == 0 && !o.RefreshToken.IsSet() && o.Tenant != "" {
+		scopes = []string{"https://outlook.office365.com/.default"} // Microsoft app-only (POP.AccessAsApp)
+	}
+	return oauth.New(oauth.Config{
+		Account: c.Name, TokenURL: o.TokenURL, ClientID: o.ClientID, Scopes: scopes,
+		ClientSecret: reveal(o.ClientSecret), RefreshToken: reveal(o.RefreshToken),
+		StorePath: tokenPath(dataDir, ledgerID),
+		Hint:      "pophook oauth login " + c.Name + " gets a new one",
+	})
+}
+
+// tokenPath is where an account's OAuth2 tokens are kept.
+func tokenPath(dataDir, ledgerID string) string {
+	sum := sha256.Sum256([]byte(ledgerID))
+	return filepath.Join(dataDir, "oauth", hex.EncodeToString(sum[:12])+".json")
+}
+
+// reveal reads a configured secret at every use; nil when it is not set.
+func reveal(s config.Secret) func() (string, error) {
+	if !s.IsSet() {
+		return nil
+	}
+	return s.Reveal
 }
 
 // maildirCheck tests a Maildir's path without creating it.

@@ -3,6 +3,8 @@ package config
 import (
 	"crypto/x509"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -46,7 +48,11 @@ func loadAccount(name string, sinks []string, p *Problems) Account {
 	if a.Username == "" {
 		p.required(v.name("USERNAME"))
 	}
-	a.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, true)
+	a.OAuth2 = loadOAuth2(p, v, &e, a.Auth)
+	a.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, a.OAuth2 == nil)
+	if a.OAuth2 != nil && a.Password.IsSet() {
+		p.addf(v.name("PASSWORD"), "not used with %s: pophook gets the access tokens itself; remove one", v.name("OAUTH2_CLIENT_ID"))
+	}
 	if err := checkSchedule(a.Schedule); err != nil {
 		p.add(v.name("SCHEDULE"), err)
 	}
@@ -142,4 +148,50 @@ func accountSinks(p *Problems, name, raw string, listed []string) []string {
 		}
 	}
 	return sinks
+}
+
+// microsoftTokenURL is the token endpoint of a Microsoft Entra tenant.
+func microsoftTokenURL(tenant string) string {
+	return "https://login.microsoftonline.com/" + tenant + "/oauth2/v2.0/token"
+}
+
+// loadOAuth2 reads the OAUTH2_ variables: none set means none used (an
+// xoauth2 account then takes PASSWORD as its bearer token).
+func loadOAuth2(p *Problems, v vars, e *accountEnv, auth string) *OAuth2 {
+	if e.Oauth2ClientId == "" {
+		for suffix, val := range map[string]string{"OAUTH2_TOKEN_URL": e.Oauth2TokenUrl, "OAUTH2_REFRESH_TOKEN": e.Oauth2RefreshToken + e.Oauth2RefreshTokenFile,
+			"OAUTH2_CLIENT_SECRET": e.Oauth2ClientSecret + e.Oauth2ClientSecretFile, "OAUTH2_SCOPES": e.Oauth2Scopes, "OAUTH2_TENANT": e.Oauth2Tenant} {
+			if val != "" {
+				p.addf(v.name(suffix), "needs %s", v.name("OAUTH2_CLIENT_ID"))
+			}
+		}
+		return nil
+	}
+	if auth != "xoauth2" {
+		p.addf(v.name("OAUTH2_CLIENT_ID"), "is set, so %s must be xoauth2", v.name("AUTH"))
+	}
+	o := &OAuth2{TokenURL: e.Oauth2TokenUrl, ClientID: e.Oauth2ClientId, Tenant: e.Oauth2Tenant, Scopes: splitScopes(e.Oauth2Scopes)}
+	o.ClientSecret, _ = loadSecret(p, v, "OAUTH2_CLIENT_SECRET", e.Oauth2ClientSecret, e.Oauth2ClientSecretFile, false)
+	o.RefreshToken, _ = loadSecret(p, v, "OAUTH2_REFRESH_TOKEN", e.Oauth2RefreshToken, e.Oauth2RefreshTokenFile, false)
+	if o.TokenURL == "" && o.Tenant != "" {
+		o.TokenURL = microsoftTokenURL(o.Tenant)
+	}
+	if o.TokenURL != "" {
+		if u, err := url.Parse(o.TokenURL); err != nil || u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) || u.Host == "" {
+			p.addf(v.name("OAUTH2_TOKEN_URL"), "must be an https URL")
+		}
+	}
+	// Without a refresh token and a client secret the account waits for
+	// pophook oauth login, which keeps the token in the data dir.
+	return o
+}
+
+// splitScopes reads scopes separated by spaces or commas.
+func splitScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }

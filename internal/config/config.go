@@ -50,6 +50,24 @@ type Account struct {
 	Keep           Keep
 	SkipExisting   bool
 	MaxMessageSize int64 // bytes
+	// Provider names the preset HOST, PORT, TLS, AUTH and OAuth2
+	// endpoints came from, where the variables did not say.
+	Provider string
+	// OAuth2 is set for AUTH=xoauth2 with a client: pophook gets and
+	// refreshes the access tokens itself. Without it, an xoauth2
+	// account's Password is the bearer token.
+	OAuth2 *OAuth2
+}
+
+// OAuth2 is how an account gets its access tokens.
+type OAuth2 struct {
+	TokenURL      string
+	DeviceAuthURL string // for pophook oauth login; "" when unknown
+	ClientID      string
+	ClientSecret  Secret   // unset for public clients
+	RefreshToken  Secret   // unset: the client credentials grant (Microsoft app-only)
+	Scopes        []string // space- or comma-separated in the variable
+	Tenant        string   // Microsoft
 }
 
 // Keep says when a message that every sink has taken is deleted from the

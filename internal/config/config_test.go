@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1085,6 +1086,44 @@ func TestREADMEExamples(t *testing.T) {
 		}
 		if _, warnings, err := Load(); err != nil || len(warnings) > 0 {
 			t.Errorf("README example %d does not load cleanly: %v %q", i+1, err, warnings)
+		}
+	}
+}
+
+func TestOAuth2(t *testing.T) {
+	base := map[string]string{"POPHOOK_ACCOUNT_SUPPORT_AUTH": "xoauth2", "POPHOOK_ACCOUNT_SUPPORT_PASSWORD": ""}
+	with := func(extra map[string]string) map[string]string {
+		m := maps.Clone(base)
+		maps.Copy(m, extra)
+		return m
+	}
+	// Refresh-token flow with a tenant: no PASSWORD needed.
+	setup(t, with(map[string]string{"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TENANT": "contoso.onmicrosoft.com",
+		"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "rt", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_SCOPES": "'a b,c'"}))
+	cfg, _ := mustLoad(t)
+	o := cfg.Accounts[0].OAuth2
+	if o == nil || o.TokenURL != "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token" || !slices.Equal(o.Scopes, []string{"a", "b", "c"}) {
+		t.Fatalf("oauth2 %+v", o)
+	}
+	if rt, _ := o.RefreshToken.Reveal(); rt != "rt" || fmt.Sprintf("%+v", cfg.Accounts[0]) == "" {
+		t.Error("refresh token")
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{with(map[string]string{"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TOKEN_URL": "http://evil.example/t",
+			"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "rt"}), "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TOKEN_URL: must be an https URL"},
+		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "rt",
+			"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TOKEN_URL": "https://t/"}, "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID: is set, so POPHOOK_ACCOUNT_SUPPORT_AUTH must be xoauth2"},
+		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "rt"}, "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN: needs POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID"},
+		{with(map[string]string{"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TENANT": "x", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "rt",
+			"POPHOOK_ACCOUNT_SUPPORT_PASSWORD": "also"}), "POPHOOK_ACCOUNT_SUPPORT_PASSWORD: not used with"},
+		{base, "POPHOOK_ACCOUNT_SUPPORT_PASSWORD: required"}, // xoauth2 without a client: the password is the bearer token
+	} {
+		setup(t, tc.env)
+		if p := loadProblems(t); !slices.ContainsFunc(p, func(l string) bool { return strings.HasPrefix(l, tc.want) }) {
+			t.Errorf("%v: problems %q, want one starting %q", tc.env, p, tc.want)
 		}
 	}
 }

@@ -53,6 +53,18 @@ type accountEnv struct {
 	Keep           string `split_words:"true" default:"false"`
 	SkipExisting   string `split_words:"true" default:"false"`
 	MaxMessageSize string `split_words:"true" default:"64MiB"`
+	Provider       string `split_words:"true"`
+
+	// OAuth2 for AUTH=xoauth2; the names are spelled so that split_words
+	// gives OAUTH2_TOKEN_URL and so on.
+	Oauth2TokenUrl         string `split_words:"true"`
+	Oauth2ClientId         string `split_words:"true"`
+	Oauth2ClientSecret     string `split_words:"true"`
+	Oauth2ClientSecretFile string `split_words:"true"`
+	Oauth2RefreshToken     string `split_words:"true"`
+	Oauth2RefreshTokenFile string `split_words:"true"`
+	Oauth2Scopes           string `split_words:"true"`
+	Oauth2Tenant           string `split_words:"true"`
 }
 
 // sinkEnv is read first for every sink (prefix POPHOOK_SINK_<NAME>); its
