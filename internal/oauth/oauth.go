@@ -206,7 +206,7 @@ func (s *Source) save() error {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err == nil {
+	if _, err = f.Write(b); err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
