@@ -23,6 +23,9 @@
 //     (Server.CAFile, Server.RootCAs, Server.TLSConfig);
 //   - passwd-file users with {PLAIN} passwords; SASL PLAIN and LOGIN by
 //     default, others on request (Options.AuthMechanisms);
+//   - on request (Options.OAuth2), SASL XOAUTH2 and OAUTHBEARER with
+//     bearer tokens that Dovecot's oauth2 passdb checks against a token
+//     introspection endpoint the test serves (StartIntrospection);
 //   - Maildir storage with pop3_uidl_format = %08Xu%08Xv (Dovecot's default,
 //     set explicitly); Server.Deliver drops a message into new/ and
 //     Server.Count counts what is left, reading the files directly. DELE
@@ -142,15 +145,22 @@ type Options struct {
 	// (auth_mechanisms); default "plain", "login". With {PLAIN} passwords
 	// and no other server, Dovecot 2.3.19 can also offer "cram-md5",
 	// "digest-md5", "scram-sha-1", "scram-sha-256" and "apop" (APOP adds a
-	// timestamp to the greeting). "anonymous", "external", "oauthbearer" and
-	// "xoauth2" are accepted but need more setup before anyone can log in
-	// with them; "otp", "ntlm", "rpa", "skey", "gssapi", "gss-spnego" and
+	// timestamp to the greeting). "oauthbearer" and "xoauth2" need
+	// Options.OAuth2, which adds them. "anonymous" and "external" are
+	// accepted but need more setup before anyone can log in with them;
+	// "otp", "ntlm", "rpa", "skey", "gssapi", "gss-spnego" and
 	// "winbind" make the auth process fail, and so Start.
 	AuthMechanisms []string
 
 	// ExtraConfig is appended to dovecot.conf. A setting given again
 	// overrides the generated one, also inside service and protocol blocks.
 	ExtraConfig string
+
+	// OAuth2, when set, lets users log in with an OAuth2 bearer token over
+	// SASL XOAUTH2 and OAUTHBEARER, checked by Dovecot's oauth2 passdb
+	// against a token introspection endpoint (see OAuth2Options and
+	// StartIntrospection). Passwords keep working for the other mechanisms.
+	OAuth2 *OAuth2Options
 }
 
 // Server is a running private Dovecot.
@@ -170,6 +180,10 @@ type Server struct {
 	Users   map[string]string // effective users and passwords
 	Dir     string            // the temp dir holding config, certificates, log and mail
 	LogFile string            // Dovecot's log (log_path)
+
+	// OAuth2ConfigFile is the oauth2 passdb's configuration file
+	// (Options.OAuth2); "" without OAuth2.
+	OAuth2ConfigFile string
 
 	proc             *process
 	mailUID, mailGID int // owner of mail files; -1 when not running as root
@@ -229,6 +243,12 @@ func Start(t testing.TB, opts Options) *Server {
 	mechs := opts.AuthMechanisms
 	if len(mechs) == 0 {
 		mechs = []string{"plain", "login"}
+	}
+	if opts.OAuth2 != nil {
+		if err := opts.OAuth2.check(); err != nil {
+			t.Fatalf("dovecottest: Options.OAuth2: %v", err)
+		}
+		mechs = withOAuth2Mechanisms(mechs)
 	}
 
 	s := &Server{
@@ -313,6 +333,14 @@ func Start(t testing.TB, opts Options) *Server {
 	// Read by the auth process, which runs as "dovecot" when we are root.
 	if err := os.WriteFile(passwd, []byte(pw.String()), 0o644); err != nil {
 		t.Fatalf("dovecottest: %v", err)
+	}
+
+	if opts.OAuth2 != nil {
+		s.OAuth2ConfigFile = filepath.Join(s.Dir, "oauth2.conf")
+		// Read by the auth process, which runs as "dovecot" when we are root.
+		if err := os.WriteFile(s.OAuth2ConfigFile, []byte(opts.OAuth2.config()), 0o644); err != nil {
+			t.Fatalf("dovecottest: %v", err)
+		}
 	}
 
 	conf := filepath.Join(s.Dir, "dovecot.conf")
@@ -467,6 +495,17 @@ func (s *Server) config(id identity, baseDir, passwd string, mechs []string, opt
 	w("disable_plaintext_auth = %s", yesNo(!opts.AllowPlaintextAuth))
 	w("auth_failure_delay = 0")
 	w("auth_verbose = yes")
+	if opts.OAuth2 != nil {
+		// First, and only for the token mechanisms: a token is never
+		// compared with a password, and a refused token ends the lookup.
+		w("passdb {")
+		w("  driver = oauth2")
+		w("  mechanisms = xoauth2 oauthbearer")
+		w("  args = %s", s.OAuth2ConfigFile)
+		w("  result_failure = return-fail")
+		w("  result_internalfail = return-fail")
+		w("}")
+	}
 	w("passdb {")
 	w("  driver = passwd-file")
 	w("  args = scheme=PLAIN username_format=%%u %s", passwd)
