@@ -91,11 +91,19 @@ func (r Retry) Do(ctx context.Context, attempt func(ctx context.Context) error, 
 	bctx, cancel := context.WithTimeout(ctx, r.Budget)
 	defer cancel()
 	deadline, _ := bctx.Deadline()
+	var answered error // the last failure not caused by the budget running out
 	for n := 1; ; n++ {
 		err := attempt(bctx)
 		if Classify(err) != OutcomeTemporary {
 			return err
 		}
+		if bctx.Err() != nil && ctx.Err() == nil && answered != nil {
+			// The attempt ran into the end of the budget (a dial or a
+			// read cut short). The receiver's own last answer says more
+			// about why delivery failed than "i/o timeout" does.
+			return &GaveUp{Reason: fmt.Sprintf("the delivery budget of %s is spent", r.Budget), Attempts: n, Elapsed: time.Since(start), Last: answered}
+		}
+		answered = err
 		if ctx.Err() != nil {
 			return fmt.Errorf("delivery cancelled after %d attempt(s): %w", n, errors.Join(ctx.Err(), err))
 		}
@@ -128,7 +136,8 @@ func (r Retry) Do(ctx context.Context, attempt func(ctx context.Context) error, 
 }
 
 // GaveUp is a temporary failure after retries: why the sink stopped
-// trying, how often it tried and the last failure.
+// trying, how often it tried and the last failure (the last one the
+// receiver caused, when the final attempt was only cut off by the budget).
 type GaveUp struct {
 	Reason   string
 	Attempts int

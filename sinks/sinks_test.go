@@ -117,6 +117,22 @@ func TestDo(t *testing.T) {
 			t.Errorf("the error does not name the last failure: %v", err)
 		}
 	})
+	// An attempt cut off by the end of the budget does not hide what the
+	// receiver said before.
+	t.Run("budget ends mid-attempt", func(t *testing.T) {
+		r := Retry{Min: 10 * time.Millisecond, Max: 10 * time.Millisecond, Budget: 100 * time.Millisecond}
+		n := 0
+		err := r.Do(context.Background(), func(ctx context.Context) error {
+			if n++; n == 1 {
+				return errors.New("451 queue busy")
+			}
+			<-ctx.Done() // a dial that hangs until the budget ends
+			return fmt.Errorf("dial: i/o timeout: %w", ctx.Err())
+		}, nil)
+		if !strings.Contains(fmt.Sprint(err), "the last: 451 queue busy") || Classify(err) != OutcomeTemporary {
+			t.Errorf("err %v after %d attempts", err, n)
+		}
+	})
 	t.Run("advice beyond the budget gives up at once", func(t *testing.T) {
 		n := 0
 		err := fast.Do(context.Background(), func(ctx context.Context) error { n++; return adviceErr{time.Hour} }, nil)
