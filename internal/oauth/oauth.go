@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/pophook/pophook/internal/atomicfile"
 	"github.com/pophook/pophook/worker"
 )
 
@@ -188,8 +188,9 @@ func (s *Source) load() error {
 	return nil
 }
 
-// save writes the token file atomically: a crash leaves the old one or
-// the new one, never half of either.
+// save writes the token file atomically and durably: a crash leaves the
+// old one or the new one, never half of either, and a rotated refresh
+// token, once saved, is not lost (the old one may no longer work).
 func (s *Source) save() error {
 	if s.c.StorePath == "" {
 		return nil
@@ -198,24 +199,7 @@ func (s *Source) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(s.c.StorePath), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(s.c.StorePath), ".token-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), s.c.StorePath)
+	return atomicfile.WriteFile(s.c.StorePath, b, 0o600)
 }
 
 // fetch asks the token endpoint: the refresh token grant when there is a

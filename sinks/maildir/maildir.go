@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pophook/pophook/internal/atomicfile"
 	"github.com/pophook/pophook/sinks"
 )
 
@@ -298,7 +299,7 @@ func (s *Sink) store(ctx context.Context, m *sinks.Message, tok string) (name st
 		}
 		return "", 0, fmt.Errorf("maildir %s: moving message into %s%s: %w", s.dir, newDir, hint(err), err)
 	}
-	if err := syncDir(newDir); err != nil {
+	if err := atomicfile.SyncDir(newDir); err != nil {
 		// The file is not durable: take it back so a retry starts clean.
 		os.Remove(dst)
 		return "", 0, fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(err), err)
@@ -323,22 +324,6 @@ func linkNoClobber(src, dst string) error {
 		return serr
 	}
 	return os.Rename(src, dst)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	// Some file systems cannot fsync a directory; nothing better is possible there.
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported) {
-		err = nil
-	}
-	return err
 }
 
 // hint names the cause of a file system error in words an operator
