@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pophook/pophook/internal/discover"
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/worker"
 	"github.com/pophook/pophook/worker/pop3"
@@ -25,6 +26,7 @@ import (
 type accountReport struct {
 	Account      string   `json:"account"`
 	Server       string   `json:"server"`
+	Discovery    []string `json:"discovery,omitempty"` // what the server lookup tried, for an account without HOST
 	Addresses    []string `json:"addresses,omitempty"`
 	DNSMillis    int64    `json:"dns_ms"`
 	ConnectMilli int64    `json:"connect_ms"`
@@ -75,11 +77,22 @@ func (w *wiring) check(ctx context.Context, args []string, stdout io.Writer) err
 	}
 	var rep checkReport
 	used := map[string]bool{}
+	steps := map[string][]discover.Step{}
+	lookupErr := w.resolveHosts(ctx, false, steps)
 	for _, a := range w.accounts {
 		if len(names) > 0 && !slices.Contains(names, a.Name) {
 			continue
 		}
-		rep.Accounts = append(rep.Accounts, checkAccount(ctx, a))
+		var r accountReport
+		if a.Host == "" {
+			r = accountReport{Account: a.Name, Server: "(not found)", Login: "not attempted", Error: errorFor(lookupErr, a.Name)}
+		} else {
+			r = checkAccount(ctx, a)
+		}
+		for _, st := range steps[a.Name] {
+			r.Discovery = append(r.Discovery, st.String())
+		}
+		rep.Accounts = append(rep.Accounts, r)
 		for _, s := range a.Sinks {
 			used[s] = true
 		}
@@ -238,6 +251,13 @@ func printCheck(w io.Writer, rep checkReport) {
 	}
 	for _, a := range rep.Accounts {
 		fmt.Fprintf(w, "account %s (%s): %s\n", a.Account, a.Server, status(a.OK))
+		for i, st := range a.Discovery {
+			label := "              "
+			if i == 0 {
+				label = "  lookup      "
+			}
+			fmt.Fprintf(w, "%s%s\n", label, st)
+		}
 		if len(a.Addresses) > 0 {
 			fmt.Fprintf(w, "  dns         %s (%d ms)\n", strings.Join(a.Addresses, ", "), a.DNSMillis)
 			fmt.Fprintf(w, "  connect     %d ms\n", a.ConnectMilli)
@@ -274,6 +294,19 @@ func printCheck(w io.Writer, rep checkReport) {
 	for _, s := range rep.Sinks {
 		fmt.Fprintf(w, "sink %s (%s): %s: %s\n", s.Sink, s.Type, status(s.OK), s.Result)
 	}
+}
+
+// errorFor picks the line of a multi-account error about one account.
+func errorFor(err error, account string) string {
+	if err == nil {
+		return ""
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if strings.HasPrefix(line, "account "+account+":") {
+			return line
+		}
+	}
+	return err.Error()
 }
 
 func yes(b bool) string {

@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pophook/pophook/internal/atomicfile"
 	"github.com/pophook/pophook/internal/config"
 	"github.com/pophook/pophook/state"
 )
@@ -207,7 +208,7 @@ func ledgerCommand(ctx context.Context, cfg *config.Config, args []string, stdou
 	switch {
 	case err == nil:
 		defer l.Close()
-		svc := &ledgerService{l: l, accounts: cfg.Accounts}
+		svc := &ledgerService{l: l, accounts: withKeptServers(cfg.DataDir, cfg.Accounts)}
 		reply, err = svc.do(req, stdout)
 	case errors.Is(err, state.ErrInUse):
 		reply, err = askDaemon(ctx, cfg, req, stdout)
@@ -309,11 +310,7 @@ func newControlAPI(dataDir string, svc *ledgerService) (*controlAPI, error) {
 	rand.Read(b)
 	token := hex.EncodeToString(b)
 	path := filepath.Join(dataDir, controlTokenFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("control token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("control token: %w", err)
 	}
 	return &controlAPI{svc: svc, token: token}, nil

@@ -82,7 +82,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ledgerCommand(ctx, cfg, args, stdout)
 	}
 	if cmd == "oauth" {
-		return oauthCommand(ctx, cfg, args, stdout)
+		return oauthCommand(ctx, cfg, args, stdout, discoverServer)
 	}
 	if cmd == "once" || cmd == "check" {
 		for _, n := range args {
@@ -104,7 +104,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cmd == "check" {
 		return w.check(ctx, args, stdout)
 	}
-	app, err := w.open()
+	app, err := w.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (a *app) run(ctx context.Context) error {
 // serveHTTP serves the health endpoints, metrics, the status page and the
 // control API that pophook ledger uses while the daemon holds the ledger.
 func (a *app) serveHTTP(s *worker.Scheduler, running *atomic.Bool) (*http.Server, error) {
-	control, err := newControlAPI(a.cfg.DataDir, &ledgerService{l: a.ledger, accounts: a.cfg.Accounts})
+	control, err := newControlAPI(a.cfg.DataDir, &ledgerService{l: a.ledger, accounts: withKeptServers(a.cfg.DataDir, a.cfg.Accounts)})
 	if err != nil {
 		return nil, err
 	}

@@ -35,13 +35,22 @@ type wiring struct {
 	accounts []*worker.Account
 	built    map[string]sinks.Sink // sinks that need no disk (webhooks)
 	maildirs map[string]string     // sink name -> path, created by open
+	// pending are accounts whose server is still to be looked up.
+	pending  []pendingAccount
+	discover lookupFunc
+}
+
+type pendingAccount struct {
+	config  *config.Account
+	account *worker.Account
 }
 
 // wire builds the accounts and the sinks that can be built without
 // touching the disk, and checks the rest. Its errors are configuration
 // errors (exit status 2) naming the variable.
 func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
-	w := &wiring{cfg: cfg, log: log, built: map[string]sinks.Sink{}, maildirs: map[string]string{}, retries: &atomic.Pointer[*web.Metrics]{}}
+	w := &wiring{cfg: cfg, log: log, built: map[string]sinks.Sink{}, maildirs: map[string]string{}, retries: &atomic.Pointer[*web.Metrics]{},
+		discover: discoverServer}
 	spool := filepath.Join(cfg.DataDir, "spool")
 	var problems []string
 	for _, name := range sortedKeys(cfg.Sinks) {
@@ -85,6 +94,9 @@ func wire(cfg *config.Config, log *slog.Logger) (*wiring, error) {
 			continue
 		}
 		w.accounts = append(w.accounts, a)
+		if a.Host == "" {
+			w.pending = append(w.pending, pendingAccount{config: &cfg.Accounts[i], account: a})
+		}
 	}
 	if len(problems) > 0 {
 		return nil, &exitError{code: 2, err: fmt.Errorf("the configuration has problems:\n  %s", strings.Join(problems, "\n  "))}
@@ -146,7 +158,9 @@ func account(c *config.Account, dataDir string) (*worker.Account, error) {
 	}
 	a.TLSConfig = tlsConfig
 	if c.OAuth2 != nil {
-		a.Credential = oauthSource(c, a.LedgerID(), dataDir)
+		if c.Host != "" { // else setServer makes it once the server is known
+			a.Credential = oauthSource(c, a.LedgerID(), dataDir)
+		}
 		return a, nil
 	}
 	secret := c.Password
@@ -211,7 +225,7 @@ type app struct {
 
 // open creates what pophook needs on disk (the data dir, its ledger and
 // spool, the Maildirs) and the jobs.
-func (w *wiring) open() (*app, error) {
+func (w *wiring) open(ctx context.Context) (*app, error) {
 	for _, name := range sortedKeys(w.maildirs) {
 		s, err := maildir.New(w.maildirs[name], w.log.With("sink", name))
 		if err != nil {
@@ -221,6 +235,10 @@ func (w *wiring) open() (*app, error) {
 	}
 	ledger, err := state.Open(w.cfg.DataDir, 2*time.Second)
 	if err != nil {
+		return nil, err
+	}
+	if err := w.resolveHosts(ctx, true, nil); err != nil {
+		ledger.Close()
 		return nil, err
 	}
 	a := &app{cfg: w.cfg, log: w.log, ledger: ledger, sinks: w.built, retries: w.retries}

@@ -7,10 +7,14 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/pophook/pophook/internal/discover"
+	"github.com/pophook/pophook/worker/pop3"
 )
 
 // vars builds variable names from a prefix such as POPHOOK_ACCOUNT_SUPPORT.
@@ -38,7 +42,46 @@ func loadAccount(name string, sinks []string, p *Problems) Account {
 		SkipExisting:   conv(p, v.name("SKIP_EXISTING"), e.SkipExisting, parseBool),
 		MaxMessageSize: conv(p, v.name("MAX_MESSAGE_SIZE"), e.MaxMessageSize, parseSize),
 	}
-	checkServer(p, v, e.Host, a.TLS, a.AllowInsecure)
+	a.Provider = e.Provider
+	var preset *discover.Preset
+	if e.Provider != "" {
+		if pr, err := discover.Resolve(e.Provider); err != nil {
+			p.add(v.name("PROVIDER"), err)
+		} else {
+			preset = &pr
+			a.Provider = pr.Name
+		}
+	}
+	if preset != nil {
+		// The preset fills in what the variables leave unset.
+		if a.Host == "" {
+			a.Host = preset.Host
+		}
+		if !isSet(v, "TLS") {
+			a.TLS = preset.TLS.String()
+		}
+		if !isSet(v, "AUTH") && preset.Auth == pop3.MechXOAUTH2 {
+			a.Auth = "xoauth2"
+		}
+		if !isSet(v, "AUTH") && e.Oauth2ClientId != "" && preset.OAuth != nil {
+			a.Auth = "xoauth2" // a client id says how this account logs in
+		}
+		if e.Port == "" && a.TLS == preset.TLS.String() {
+			e.Port = strconv.Itoa(preset.Port)
+		}
+	}
+	if a.Host == "" && e.Username != "" {
+		// HOST is found at the first run (see discover); the address's
+		// domain must be one it can be found from.
+		if _, err := discover.Domain(e.Username); err != nil {
+			p.addf(v.name("HOST"), "required, or a USERNAME that is a mail address, so the server can be looked up")
+		} else if a.TLSSkipVerify {
+			p.addf(v.name("HOST"), "required with %s=true: pophook looks a server up only with verified TLS", v.name("TLS_SKIP_VERIFY"))
+		}
+		checkServer(p, v, "discover.invalid", a.TLS, a.AllowInsecure)
+	} else {
+		checkServer(p, v, a.Host, a.TLS, a.AllowInsecure)
+	}
 	a.Port = portOrDefault(p, v, e.Port, a.TLS, 995, 110)
 	if a.TLSCAFile != "" {
 		if err := checkCAFile(a.TLSCAFile); err != nil {
@@ -48,7 +91,7 @@ func loadAccount(name string, sinks []string, p *Problems) Account {
 	if a.Username == "" {
 		p.required(v.name("USERNAME"))
 	}
-	a.OAuth2 = loadOAuth2(p, v, &e, a.Auth)
+	a.OAuth2 = loadOAuth2(p, v, &e, a.Auth, preset)
 	a.Password, _ = loadSecret(p, v, "PASSWORD", e.Password, e.PasswordFile, a.OAuth2 == nil)
 	if a.OAuth2 != nil && a.Password.IsSet() {
 		p.addf(v.name("PASSWORD"), "not used with %s: pophook gets the access tokens itself; remove one", v.name("OAUTH2_CLIENT_ID"))
@@ -157,7 +200,7 @@ func microsoftTokenURL(tenant string) string {
 
 // loadOAuth2 reads the OAUTH2_ variables: none set means none used (an
 // xoauth2 account then takes PASSWORD as its bearer token).
-func loadOAuth2(p *Problems, v vars, e *accountEnv, auth string) *OAuth2 {
+func loadOAuth2(p *Problems, v vars, e *accountEnv, auth string, preset *discover.Preset) *OAuth2 {
 	if e.Oauth2ClientId == "" {
 		for suffix, val := range map[string]string{"OAUTH2_TOKEN_URL": e.Oauth2TokenUrl, "OAUTH2_REFRESH_TOKEN": e.Oauth2RefreshToken + e.Oauth2RefreshTokenFile,
 			"OAUTH2_CLIENT_SECRET": e.Oauth2ClientSecret + e.Oauth2ClientSecretFile, "OAUTH2_SCOPES": e.Oauth2Scopes, "OAUTH2_TENANT": e.Oauth2Tenant} {
@@ -173,8 +216,31 @@ func loadOAuth2(p *Problems, v vars, e *accountEnv, auth string) *OAuth2 {
 	o := &OAuth2{TokenURL: e.Oauth2TokenUrl, ClientID: e.Oauth2ClientId, Tenant: e.Oauth2Tenant, Scopes: splitScopes(e.Oauth2Scopes)}
 	o.ClientSecret, _ = loadSecret(p, v, "OAUTH2_CLIENT_SECRET", e.Oauth2ClientSecret, e.Oauth2ClientSecretFile, false)
 	o.RefreshToken, _ = loadSecret(p, v, "OAUTH2_REFRESH_TOKEN", e.Oauth2RefreshToken, e.Oauth2RefreshTokenFile, false)
+	if preset != nil && preset.OAuth != nil {
+		po, err := preset.OAuth.ForTenant(o.Tenant)
+		if err != nil {
+			p.add(v.name("OAUTH2_TENANT"), err)
+		}
+		if o.TokenURL == "" {
+			o.TokenURL = po.TokenURL
+		}
+		o.AuthURL, o.DeviceAuthURL = po.AuthURL, po.DeviceAuthURL
+		if len(o.Scopes) == 0 {
+			o.Scopes = po.Scopes
+			if !o.RefreshToken.IsSet() && o.ClientSecret.IsSet() && po.AppScopes != nil {
+				o.Scopes = po.AppScopes
+			}
+		}
+	}
 	if o.TokenURL == "" && o.Tenant != "" {
-		o.TokenURL = microsoftTokenURL(o.Tenant)
+		if !validTenant(o.Tenant) {
+			p.addf(v.name("OAUTH2_TENANT"), "%q is not a tenant id or domain", o.Tenant)
+		} else {
+			o.TokenURL = microsoftTokenURL(o.Tenant)
+		}
+	}
+	if o.TokenURL == "" {
+		p.addf(v.name("OAUTH2_TOKEN_URL"), "required (or %s, or %s for Microsoft)", v.name("PROVIDER"), v.name("OAUTH2_TENANT"))
 	}
 	if o.TokenURL != "" {
 		if u, err := url.Parse(o.TokenURL); err != nil || u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) || u.Host == "" {
@@ -184,6 +250,23 @@ func loadOAuth2(p *Problems, v vars, e *accountEnv, auth string) *OAuth2 {
 	// Without a refresh token and a client secret the account waits for
 	// pophook oauth login, which keeps the token in the data dir.
 	return o
+}
+
+// isSet reports whether the variable prefix_SUFFIX has a value: presets
+// fill in only what the operator left unset.
+func isSet(v vars, suffix string) bool {
+	return Unquote(os.Getenv(v.name(suffix))) != ""
+}
+
+// validTenant: a directory id or a domain, nothing that could change the
+// token URL's path or host.
+func validTenant(t string) bool {
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return t != ""
 }
 
 // splitScopes reads scopes separated by spaces or commas.

@@ -62,7 +62,8 @@ type Account struct {
 // OAuth2 is how an account gets its access tokens.
 type OAuth2 struct {
 	TokenURL      string
-	DeviceAuthURL string // for pophook oauth login; "" when unknown
+	AuthURL       string // for pophook oauth login's browser flow; "" when unknown
+	DeviceAuthURL string // for pophook oauth login's device flow; "" when unknown
 	ClientID      string
 	ClientSecret  Secret   // unset for public clients
 	RefreshToken  Secret   // unset: the client credentials grant (Microsoft app-only)

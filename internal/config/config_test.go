@@ -288,11 +288,16 @@ func TestBareSuffixNeverRead(t *testing.T) {
 	t.Setenv("PATH", os.Getenv("PATH")+":/usr/local/bin")
 	got := loadProblems(t)
 	want := []string{
-		"POPHOOK_ACCOUNT_SUPPORT_HOST: required",
 		"POPHOOK_SINK_ARCHIVE_PATH: required",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("problems\n got %q\nwant %q", got, want)
+	}
+	// An empty HOST stays empty (it is looked up from the address at the
+	// first run), never the shell's HOST.
+	t.Setenv("POPHOOK_SINK_ARCHIVE_PATH", t.TempDir())
+	if cfg, _ := mustLoad(t); cfg.Accounts[0].Host != "" {
+		t.Errorf("HOST = %q, read from the bare HOST", cfg.Accounts[0].Host)
 	}
 
 	// Nor do bare names replace defaults.
@@ -328,7 +333,8 @@ func TestProblems(t *testing.T) {
 		{map[string]string{"POPHOOK_ACCOUNTS": "support,support"}, "POPHOOK_ACCOUNTS", `"support" is listed twice`},
 		{map[string]string{"POPHOOK_SINKS": "helpdesk,archive,relay,archive"}, "POPHOOK_SINKS", `"archive" is listed twice`},
 
-		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": ""}, "POPHOOK_ACCOUNT_SUPPORT_HOST", "required"},
+		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "", "POPHOOK_ACCOUNT_SUPPORT_USERNAME": "support", "POPHOOK_SINK_RELAY_FROM": "pophook@example.com"},
+			"POPHOOK_ACCOUNT_SUPPORT_HOST", "required, or a USERNAME that is a mail address"},
 		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "pop.example.com:995"}, "POPHOOK_ACCOUNT_SUPPORT_HOST", "give the port in its own variable"},
 		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "pops://pop.example.com"}, "POPHOOK_ACCOUNT_SUPPORT_HOST", "is not a host name"},
 		{map[string]string{"POPHOOK_ACCOUNT_SUPPORT_PORT": "99999"}, "POPHOOK_ACCOUNT_SUPPORT_PORT", `"99999" is not a port number (1-65535)`},
@@ -430,7 +436,7 @@ func TestEveryProblemAtOnce(t *testing.T) {
 		"POPHOOK_ACCOUNT_SUPPORT_PORT":             "99999",
 		"POPHOOK_ACCOUNT_SUPPORT_PASSWORD":         "",
 		"POPHOOK_ACCOUNT_SUPPORT_MAX_MESSAGE_SIZE": "lots",
-		"POPHOOK_ACCOUNT_SUPPORT_HOST":             "",
+		"POPHOOK_ACCOUNT_SUPPORT_HOST":             "bad host",
 		"POPHOOK_SINK_HELPDESK_FORMAT":             "xml",
 		"POPHOOK_SINK_ARCHIVE_PATH":                "",
 	})
@@ -438,7 +444,7 @@ func TestEveryProblemAtOnce(t *testing.T) {
 	// In the order of Variables: globals, accounts, sinks by name.
 	want := []string{
 		`POPHOOK_CONCURRENCY: "0" is not a whole number from 1 to 1000`,
-		`POPHOOK_ACCOUNT_SUPPORT_HOST: required`,
+		`POPHOOK_ACCOUNT_SUPPORT_HOST: "bad host" is not a host name (no scheme, path or spaces)`,
 		`POPHOOK_ACCOUNT_SUPPORT_PORT: "99999" is not a port number (1-65535)`,
 		`POPHOOK_ACCOUNT_SUPPORT_PASSWORD: required (or POPHOOK_ACCOUNT_SUPPORT_PASSWORD_FILE)`,
 		`POPHOOK_ACCOUNT_SUPPORT_MAX_MESSAGE_SIZE: "lots" is not a size above zero (e.g. 1048576, 10MB, 64MiB, 1GiB)`,
@@ -1069,13 +1075,24 @@ func TestREADMEExamples(t *testing.T) {
 	if len(blocks) < 2 {
 		t.Fatalf("%d env examples in README.md, want at least 2", len(blocks))
 	}
+	// A block without POPHOOK_ACCOUNTS is a fragment: its lines take the
+	// place of the first example's connection lines (HOST, USERNAME,
+	// PASSWORD) for the same account, as the README says.
+	base := parseEnvBlock(t, blocks[0][1])
 	for i, b := range blocks {
-		clearEnv(t)
-		for _, line := range strings.Split(strings.TrimSpace(b[1]), "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				t.Fatalf("example %d: %q is not KEY=value", i+1, line)
+		lines := parseEnvBlock(t, b[1])
+		if !slices.ContainsFunc(lines, func(kv [2]string) bool { return kv[0] == "POPHOOK_ACCOUNTS" }) {
+			var merged [][2]string
+			for _, kv := range base {
+				if !strings.HasSuffix(kv[0], "_HOST") && !strings.HasSuffix(kv[0], "_USERNAME") && !strings.Contains(kv[0], "_PASSWORD") {
+					merged = append(merged, kv)
+				}
 			}
+			lines = append(merged, lines...)
+		}
+		clearEnv(t)
+		for _, kv := range lines {
+			k, v := kv[0], kv[1]
 			if strings.HasSuffix(k, "_FILE") {
 				v = writeFile(t, "a-secret") // the example's path, made real
 				if strings.Contains(k, "SECRET") {
@@ -1088,6 +1105,19 @@ func TestREADMEExamples(t *testing.T) {
 			t.Errorf("README example %d does not load cleanly: %v %q", i+1, err, warnings)
 		}
 	}
+}
+
+func parseEnvBlock(t *testing.T, block string) [][2]string {
+	t.Helper()
+	var out [][2]string
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%q is not KEY=value", line)
+		}
+		out = append(out, [2]string{k, v})
+	}
+	return out
 }
 
 func TestOAuth2(t *testing.T) {
@@ -1125,5 +1155,45 @@ func TestOAuth2(t *testing.T) {
 		if p := loadProblems(t); !slices.ContainsFunc(p, func(l string) bool { return strings.HasPrefix(l, tc.want) }) {
 			t.Errorf("%v: problems %q, want one starting %q", tc.env, p, tc.want)
 		}
+	}
+}
+
+// A provider preset fills in what the variables leave unset; what they
+// set wins.
+func TestProviderPreset(t *testing.T) {
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "", "POPHOOK_ACCOUNT_SUPPORT_PROVIDER": "gmail"})
+	cfg, _ := mustLoad(t)
+	if a := cfg.Accounts[0]; a.Host != "pop.gmail.com" || a.Port != 995 || a.TLS != "implicit" || a.Auth != "auto" || a.Provider != "gmail" {
+		t.Errorf("gmail: %+v", a)
+	}
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "", "POPHOOK_ACCOUNT_SUPPORT_PROVIDER": "gmail", "POPHOOK_ACCOUNT_SUPPORT_TLS": "starttls"})
+	if cfg, _ := mustLoad(t); cfg.Accounts[0].Port != 110 || cfg.Accounts[0].TLS != "starttls" {
+		t.Errorf("gmail with TLS=starttls: port %d", cfg.Accounts[0].Port)
+	}
+	// office365: OAuth2 only, the tenant fills the token URL, app-only
+	// access gets the app scope.
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_HOST": "", "POPHOOK_ACCOUNT_SUPPORT_PASSWORD": "", "POPHOOK_ACCOUNT_SUPPORT_PROVIDER": "office365",
+		"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TENANT": "contoso.onmicrosoft.com",
+		"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_SECRET": "s"})
+	cfg, _ = mustLoad(t)
+	a := cfg.Accounts[0]
+	if a.Host != "outlook.office365.com" || a.Auth != "xoauth2" || a.OAuth2.TokenURL != "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token" ||
+		!slices.Equal(a.OAuth2.Scopes, []string{"https://outlook.office365.com/.default"}) {
+		t.Errorf("office365: %+v %+v", a, a.OAuth2)
+	}
+	for env, want := range map[string]string{
+		"icloud":  "POPHOOK_ACCOUNT_SUPPORT_PROVIDER: ",
+		"gmial":   "POPHOOK_ACCOUNT_SUPPORT_PROVIDER: ",
+		"unknown": "POPHOOK_ACCOUNT_SUPPORT_PROVIDER: ",
+	} {
+		setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_PROVIDER": env})
+		if p := loadProblems(t); !slices.ContainsFunc(p, func(l string) bool { return strings.HasPrefix(l, want) }) {
+			t.Errorf("PROVIDER=%s: problems %q", env, p)
+		}
+	}
+	setup(t, map[string]string{"POPHOOK_ACCOUNT_SUPPORT_PROVIDER": "office365", "POPHOOK_ACCOUNT_SUPPORT_PASSWORD": "",
+		"POPHOOK_ACCOUNT_SUPPORT_OAUTH2_CLIENT_ID": "c1", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TENANT": "evil.example/x?", "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_REFRESH_TOKEN": "r"})
+	if p := loadProblems(t); !slices.ContainsFunc(p, func(l string) bool { return strings.HasPrefix(l, "POPHOOK_ACCOUNT_SUPPORT_OAUTH2_TENANT: ") }) {
+		t.Errorf("a tenant that changes the URL: problems %q", p)
 	}
 }
