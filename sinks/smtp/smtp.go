@@ -229,13 +229,13 @@ func (s *Sink) send(c *conn, from string, m *sinks.Message, need needs) error {
 	utf8Envelope := !isASCII(from) || slices.ContainsFunc(s.o.To, func(a string) bool { return !isASCII(a) })
 	if need.utf8Header || utf8Envelope {
 		if ok, _ := c.c.Extension("SMTPUTF8"); !ok {
-			return sinks.Reject(fmt.Errorf("%s: the message has UTF-8 in its header or envelope and the server does not offer SMTPUTF8", s.shown))
+			return sinks.Reject(&intact{fmt.Errorf("%s: the message has UTF-8 in its header or envelope and the server does not offer SMTPUTF8", s.shown), 0})
 		}
 		opts.UTF8 = true
 	}
 	if need.eightBit {
 		if ok, _ := c.c.Extension("8BITMIME"); !ok {
-			return sinks.Reject(fmt.Errorf("%s: the message has 8-bit content and the server does not offer 8BITMIME", s.shown))
+			return sinks.Reject(&intact{fmt.Errorf("%s: the message has 8-bit content and the server does not offer 8BITMIME", s.shown), 0})
 		}
 	}
 	if err := c.c.Mail(from, opts); err != nil {
@@ -250,6 +250,7 @@ func (s *Sink) send(c *conn, from string, m *sinks.Message, need needs) error {
 	}
 	var refused []string
 	var temporary bool
+	code := 0 // a 421 among the refusals closes the connection
 	for _, to := range s.o.To {
 		if err := c.c.Rcpt(to, nil); err != nil {
 			var se *gosmtp.SMTPError
@@ -257,11 +258,14 @@ func (s *Sink) send(c *conn, from string, m *sinks.Message, need needs) error {
 				return s.failed("RCPT TO:<"+to+">", err, nil)
 			}
 			temporary = temporary || se.Code/100 == 4
+			if code != 421 {
+				code = se.Code
+			}
 			refused = append(refused, fmt.Sprintf("<%s>: %s", to, reply(se)))
 		}
 	}
 	if len(refused) > 0 {
-		err := fmt.Errorf("%s: recipient(s) refused, nothing sent: %s", s.shown, strings.Join(refused, "; "))
+		err := error(&intact{fmt.Errorf("%s: recipient(s) refused, nothing sent: %s", s.shown, strings.Join(refused, "; ")), code})
 		if temporary {
 			return err
 		}
@@ -287,12 +291,23 @@ func (s *Sink) failed(step string, err error, on5xx func(error) error) error {
 	if !errors.As(err, &se) {
 		return fmt.Errorf("%s: %s: %w", s.shown, step, err)
 	}
-	e := fmt.Errorf("%s: %s refused: %s", s.shown, step, reply(se))
+	e := error(&intact{fmt.Errorf("%s: %s refused: %s", s.shown, step, reply(se)), se.Code})
 	if se.Code/100 == 5 && on5xx != nil {
 		return on5xx(e)
 	}
 	return e
 }
+
+// intact marks an error after which the session can carry the next
+// transaction (after RSET): a reply from the server other than 421, or a
+// check pophook made before sending anything. Any other error leaves the
+// session in an unknown state, and the connection is closed.
+type intact struct {
+	error
+	code int // the server's reply code; 0 for pophook's own check
+}
+
+func (e *intact) Unwrap() error { return e.error }
 
 // reply shows a server reply in one line.
 func reply(se *gosmtp.SMTPError) string {
@@ -309,11 +324,10 @@ type conn struct {
 	used time.Time
 }
 
-// broken reports whether err leaves the session unusable: anything but a
-// reply other than 421.
+// broken reports whether err leaves the session unusable (see intact).
 func (c *conn) broken(err error) bool {
-	var se *gosmtp.SMTPError
-	return !errors.As(err, &se) || se.Code == 421
+	var i *intact
+	return !errors.As(err, &i) || i.code == 421
 }
 
 // take returns an idle connection that still answers RSET, or a new one.
