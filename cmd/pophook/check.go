@@ -302,8 +302,8 @@ func errorFor(err error, account string) string {
 		return ""
 	}
 	for _, line := range strings.Split(err.Error(), "\n") {
-		if strings.HasPrefix(line, "account "+account+":") {
-			return line
+		if rest, ok := strings.CutPrefix(line, "account "+account+": "); ok {
+			return rest // the report's heading names the account
 		}
 	}
 	return err.Error()

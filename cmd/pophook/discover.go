@@ -80,7 +80,16 @@ func serverFor(ctx context.Context, dataDir string, c *config.Account, lookup lo
 	found, tried, err := lookup(lctx, c)
 	cancel()
 	if err != nil {
-		return d, tried, fmt.Errorf("no POP3 server found for %s: %w; set %s_HOST", c.Username, err, "POPHOOK_ACCOUNT_"+strings.ToUpper(c.Name))
+		pin := "POPHOOK_ACCOUNT_" + strings.ToUpper(c.Name) + "_HOST"
+		if errors.Is(err, discover.ErrNotFound) {
+			// The steps go to the log one per line (check shows them as
+			// a list); the error stays one readable line.
+			for _, st := range tried {
+				log.Warn("server lookup", "account", c.Name, "tried", st.String())
+			}
+			return d, tried, fmt.Errorf("no POP3 server found for %s: none of the %d places tried answered; set %s", c.Username, len(tried), pin)
+		}
+		return d, tried, fmt.Errorf("no POP3 server found for %s: %w; set %s", c.Username, err, pin)
 	}
 	d = discovered{Address: c.Username, Host: found.Host, Port: found.Port, TLS: found.TLS.String(), Via: found.Via}
 	log.Info("found the account's POP3 server; pin it with these variables", "account", c.Name, "found", found.Pin(), "via", found.Via)

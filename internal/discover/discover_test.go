@@ -97,6 +97,16 @@ func okSet(keys ...string) map[string]bool {
 	return m
 }
 
+// logSteps puts what Discover tried into the -v output.
+func logSteps(t *testing.T, steps []Step) {
+	t.Helper()
+	var b strings.Builder
+	for i, s := range steps {
+		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
+	}
+	t.Logf("steps:\n%s", b.String())
+}
+
 // whats is the What and the error of every step, for comparing.
 func whats(steps []Step) []string {
 	out := make([]string, len(steps))
@@ -118,6 +128,7 @@ func TestSRVWins(t *testing.T) {
 	}}
 	p := &stubProber{ok: okSet("mail.example.com:995/implicit", "pop.example.com:995/implicit")}
 	f, steps, err := Discover(t.Context(), r, p.probe, "support@example.com")
+	logSteps(t, steps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +206,7 @@ func TestPresetByDomain(t *testing.T) {
 	r := &stubResolver{}
 	p := &stubProber{ok: okSet("pop.gmail.com:995/implicit")}
 	f, steps, err := Discover(t.Context(), r, p.probe, "recent:someone@GMail.com")
+	logSteps(t, steps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +251,7 @@ func TestPresetFailsThenGuesses(t *testing.T) {
 func TestGuessOrder(t *testing.T) {
 	p := &stubProber{ok: okSet("mail.example.org:995/implicit")}
 	f, steps, err := Discover(t.Context(), &stubResolver{}, p.probe, "x@example.org")
+	logSteps(t, steps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +272,7 @@ func TestAllFail(t *testing.T) {
 	}}
 	p := &stubProber{absent: map[string]bool{"pop3.example.org": true}}
 	_, steps, err := Discover(t.Context(), r, p.probe, "x@example.org")
+	logSteps(t, steps)
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("error %v, want ErrNotFound", err)
 	}

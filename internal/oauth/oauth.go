@@ -143,7 +143,7 @@ func (s *Source) Secret(ctx context.Context) (string, error) {
 	}
 	if err := s.save(); err != nil {
 		// The token works now; only the next process would miss it.
-		return tok.AccessToken, fmt.Errorf("oauth %s: keeping the tokens: %w", s.c.Account, err)
+		return tok.AccessToken, fmt.Errorf("OAuth2: keeping the tokens: %w", err)
 	}
 	return tok.AccessToken, nil
 }
@@ -164,17 +164,17 @@ func (s *Source) load() error {
 	}
 	rt, err := s.configured()
 	if err != nil {
-		return fmt.Errorf("oauth %s: reading the refresh token: %w", s.c.Account, err)
+		return fmt.Errorf("OAuth2: reading the refresh token: %w", err)
 	}
 	if s.c.StorePath != "" {
 		b, err := os.ReadFile(s.c.StorePath)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:
-			return fmt.Errorf("oauth %s: reading the kept tokens: %w", s.c.Account, err)
+			return fmt.Errorf("OAuth2: reading the kept tokens: %w", err)
 		default:
 			if err := json.Unmarshal(b, &s.stored); err != nil {
-				return fmt.Errorf("oauth %s: %s is not a token file (remove it to start again from the configured refresh token): %w", s.c.Account, s.c.StorePath, err)
+				return fmt.Errorf("OAuth2: %s is not a token file (remove it to start again from the configured refresh token): %w", s.c.StorePath, err)
 			}
 		}
 	}
@@ -210,7 +210,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 	if s.c.ClientSecret != nil {
 		var err error
 		if secret, err = s.c.ClientSecret(); err != nil {
-			return nil, fmt.Errorf("oauth %s: reading the client secret: %w", s.c.Account, err)
+			return nil, fmt.Errorf("OAuth2: reading the client secret: %w", err)
 		}
 	}
 	var tok *oauth2.Token
@@ -220,7 +220,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 		if s.c.Hint != "" {
 			todo += ", or sign in once: " + strings.TrimSuffix(s.c.Hint, " gets a new one")
 		}
-		return nil, fmt.Errorf("oauth %s: no refresh token yet: %s: %w", s.c.Account, todo, worker.ErrCredentialRefused)
+		return nil, refused("OAuth2: no refresh token yet: " + todo)
 	}
 	if s.stored.RefreshToken != "" {
 		conf := &oauth2.Config{ClientID: s.c.ClientID, ClientSecret: secret, Scopes: s.c.Scopes,
@@ -235,7 +235,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 		return nil, s.explain(err)
 	}
 	if tok.AccessToken == "" {
-		return nil, fmt.Errorf("oauth %s: the token endpoint answered without an access token", s.c.Account)
+		return nil, errors.New("OAuth2: the token endpoint answered without an access token")
 	}
 	return tok, nil
 }
@@ -246,7 +246,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 func (s *Source) explain(err error) error {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
-		return fmt.Errorf("oauth %s: the token endpoint cannot be reached: %w", s.c.Account, stripURL(err))
+		return fmt.Errorf("OAuth2: the token endpoint cannot be reached: %w", stripURL(err))
 	}
 	status := 0
 	if re.Response != nil {
@@ -257,7 +257,7 @@ func (s *Source) explain(err error) error {
 		what = fmt.Sprintf("HTTP %d", status)
 	}
 	if status >= 500 || status == http.StatusTooManyRequests {
-		return fmt.Errorf("oauth %s: the token endpoint failed (%s); trying again at the next run", s.c.Account, what)
+		return fmt.Errorf("OAuth2: the token endpoint failed (%s); trying again at the next run", what)
 	}
 	todo := "check OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET and OAUTH2_TOKEN_URL"
 	switch d := re.ErrorDescription; {
@@ -273,8 +273,18 @@ func (s *Source) explain(err error) error {
 	case re.ErrorCode == "invalid_scope":
 		todo = "check OAUTH2_SCOPES"
 	}
-	return fmt.Errorf("oauth %s: the provider refused the token request (%s): %s: %w", s.c.Account, what, todo, worker.ErrCredentialRefused)
+	return refused(fmt.Sprintf("OAuth2: the provider refused the token request (%s): %s", what, todo))
 }
+
+// refusal is a token request the provider turned down: to the worker an
+// authentication failure (errors.Is worker.ErrCredentialRefused), shown
+// with only the advice.
+type refusal struct{ msg string }
+
+func refused(msg string) error { return &refusal{msg} }
+
+func (r *refusal) Error() string        { return r.msg }
+func (r *refusal) Is(target error) bool { return target == worker.ErrCredentialRefused }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
