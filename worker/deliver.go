@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/pophook/pophook/sinks"
@@ -27,9 +28,36 @@ var (
 	errSinksDown = errors.New("every sink of the account failed")
 )
 
+// The fetcher reads ahead of delivery, into spool files, by at most
+// readAheadMessages messages and readAheadBytes octets (a single larger
+// message is still fetched, alone): enough that the connection keeps
+// flowing while a sink works, bounded so that a slow sink costs disk, not
+// memory, and never much of either. Variables for the tests.
+var (
+	readAheadMessages = 8
+	readAheadBytes    = int64(64 << 20)
+)
+
+// fetched is one message the fetcher has read: spooled, or refused by the
+// server (err, the -ERR to its RETR).
+type fetched struct {
+	p      *Pending
+	spool  *os.File
+	size   int64
+	lines  int64
+	digest string
+	err    error
+}
+
+// errQuit ends the fetcher when delivery stops early.
+var errQuit = errors.New("delivery stopped")
+
 // fetch retrieves the messages (pipelined) in server order and delivers
-// each as it arrives. It returns errAgain when an oversized message closed
-// the connection: the rest of the mailbox moves in a new session.
+// them in that order. A goroutine reads the RETR replies into spool files
+// while this one hands the previous messages to the sinks and records the
+// outcome; only this goroutine touches the run's state. It returns
+// errAgain when an oversized message closed the connection: the rest of
+// the mailbox moves in a new session.
 func (r *run) fetch(work []*Pending) error {
 	if len(work) == 0 {
 		return nil
@@ -40,29 +68,92 @@ func (r *run) fetch(work []*Pending) error {
 		nums[i] = p.Info.Num
 		byNum[p.Info.Num] = p
 	}
-	var inHand *Pending
-	err := r.c.RetrEach(r.ctx, nums, func(num int, body io.Reader, err error) error {
-		p := byNum[num]
-		inHand = p
-		if err != nil {
-			r.problem(Problem{Kind: ProblemRetr, UIDL: p.Info.UID, Err: err})
-			return nil
+	ready := make(chan fetched, readAheadMessages)
+	quit := make(chan struct{})
+	win := newWindow(readAheadMessages, readAheadBytes)
+	var (
+		inHand   *Pending // the message the fetcher was reading when it stopped
+		retrErr  error
+		spoolErr error
+	)
+	go func() {
+		defer close(ready)
+		retrErr = r.c.RetrEach(r.ctx, nums, func(num int, body io.Reader, err error) error {
+			p := byNum[num]
+			inHand = p
+			it := fetched{p: p, err: err}
+			if err == nil {
+				if !win.acquire(p.Info.Size, quit) {
+					return errQuit
+				}
+				if it.spool, err = r.spools.take(); err != nil {
+					err = &spoolError{err}
+				} else {
+					it.size, it.lines, it.digest, err = spoolInto(it.spool, body)
+				}
+				if err != nil {
+					r.spools.put(it.spool)
+					win.release(p.Info.Size)
+					if se := (*spoolError)(nil); errors.As(err, &se) {
+						spoolErr = err
+					}
+					return err
+				}
+			}
+			select {
+			case ready <- it:
+				return nil
+			case <-quit:
+				r.spools.put(it.spool)
+				return errQuit
+			}
+		})
+	}()
+
+	var stopped error // why delivery stopped early
+	for it := range ready {
+		if stopped == nil {
+			if stopped = r.deliverFetched(it); stopped != nil {
+				close(quit)
+			}
 		}
-		return r.handle(p, body)
-	})
+		if it.spool != nil {
+			r.spools.put(it.spool)
+			win.release(it.p.Info.Size)
+		}
+	}
 	switch {
-	case errors.Is(err, errStop):
+	case errors.Is(stopped, errStop):
 		r.log.Info("stopping: the remaining messages wait for the next run")
 		return nil
-	case errors.Is(err, errSinksDown):
+	case errors.Is(stopped, errSinksDown):
 		r.log.Warn("every sink failed; the remaining messages wait for the next run")
 		return nil
-	case errors.Is(err, pop3.ErrMessageTooLarge) && inHand != nil:
-		return r.tooLarge(inHand, err)
-	case err != nil:
-		return fmt.Errorf("account %s: %w", r.Account.Name, err)
+	case stopped != nil:
+		return fmt.Errorf("account %s: %w", r.Account.Name, stopped)
+	case spoolErr != nil:
+		return fmt.Errorf("account %s: %w", r.Account.Name, spoolErr)
+	case errors.Is(retrErr, pop3.ErrMessageTooLarge) && inHand != nil:
+		return r.tooLarge(inHand, retrErr)
+	case retrErr != nil:
+		return fmt.Errorf("account %s: %w", r.Account.Name, retrErr)
 	}
 	return nil
+}
+
+// deliverFetched handles one message the fetcher read.
+func (r *run) deliverFetched(it fetched) error {
+	if r.stop.Err() != nil {
+		return errStop
+	}
+	if len(r.down) == len(r.Account.Sinks) {
+		return errSinksDown
+	}
+	if it.err != nil {
+		r.problem(Problem{Kind: ProblemRetr, UIDL: it.p.Info.UID, Err: it.err})
+		return nil
+	}
+	return r.handle(it)
 }
 
 // tooLarge records a message whose RETR ran past MAX_MESSAGE_SIZE although
@@ -80,20 +171,10 @@ func (r *run) tooLarge(p *Pending, err error) error {
 	return errAgain
 }
 
-// handle spools one message, delivers it to the sinks still missing it
-// and commits each result to the ledger as soon as it is known.
-func (r *run) handle(p *Pending, body io.Reader) error {
-	if r.stop.Err() != nil {
-		return errStop
-	}
-	if len(r.down) == len(r.Account.Sinks) {
-		return errSinksDown
-	}
-	spool, size, lines, digest, err := r.spool(body)
-	if err != nil {
-		return err
-	}
-
+// handle delivers one spooled message to the sinks still missing it and
+// commits each result to the ledger as soon as it is known.
+func (r *run) handle(it fetched) error {
+	p, spool, size, lines, digest := it.p, it.spool, it.size, it.lines, it.digest
 	e := p.Entry
 	if e.SHA256 != "" && e.SHA256 != digest {
 		// Same id, different content: a new message reusing the id of
@@ -174,40 +255,143 @@ func (r *run) record(e *state.Entry, name string, err error) {
 	r.problem(Problem{Kind: kind, UIDL: e.UIDL, Sink: name, Err: err})
 }
 
-// spool streams the body into the run's private spool file, measuring,
-// counting lines and hashing on the way. One file serves the whole run,
-// rewritten for each message once every sink is done with the previous
-// one: creating and removing a file per message costs more than the copy.
-func (r *run) spool(body io.Reader) (f *os.File, size, lines int64, digest string, err error) {
-	if r.spoolFile == nil {
-		f, err := os.CreateTemp(r.SpoolDir, "msg-*")
-		if err != nil {
-			return nil, 0, 0, "", fmt.Errorf("spool: %w", err)
-		}
-		r.spoolFile = f
-	}
-	f = r.spoolFile
+// spoolInto streams the body into f, measuring, counting lines and
+// hashing on the way. A failure to write the spool file is a
+// *spoolError; a failure to read the body (the connection, an oversized
+// message) is returned as it came.
+func spoolInto(f *os.File, body io.Reader) (size, lines int64, digest string, err error) {
 	h := sha256.New()
 	lc := &lineCounter{}
-	_, err = f.Seek(0, io.SeekStart)
-	if err == nil {
-		size, err = io.Copy(io.MultiWriter(f, h, lc), body)
+	fw := &spoolWriter{f: f}
+	if _, err = f.Seek(0, io.SeekStart); err != nil {
+		fw.err = err
 	}
 	if err == nil {
-		err = f.Truncate(size)
+		size, err = io.Copy(io.MultiWriter(fw, h, lc), body)
+	}
+	if err == nil {
+		if err = f.Truncate(size); err != nil {
+			fw.err = err
+		}
+	}
+	if fw.err != nil {
+		return 0, 0, "", &spoolError{fmt.Errorf("spool %s: %w", f.Name(), fw.err)}
 	}
 	if err != nil {
-		return nil, 0, 0, "", fmt.Errorf("spool %s: %w", f.Name(), err)
+		return 0, 0, "", err
 	}
-	return f, size, lc.n, hex.EncodeToString(h.Sum(nil)), nil
+	return size, lc.n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// removeSpool deletes the run's spool file.
-func (r *run) removeSpool() {
-	if r.spoolFile != nil {
-		r.spoolFile.Close()
-		os.Remove(r.spoolFile.Name())
-		r.spoolFile = nil
+// spoolWriter remembers a write error, to tell it from a read error.
+type spoolWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *spoolWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// spoolError is a failure to write a spool file (a full disk).
+type spoolError struct{ err error }
+
+func (e *spoolError) Error() string { return e.err.Error() }
+func (e *spoolError) Unwrap() error { return e.err }
+
+// spoolPool holds a run's spool files. A file is rewritten for message
+// after message once every sink is done with it: creating and removing a
+// file per message costs more than the copy.
+type spoolPool struct {
+	dir  string
+	mu   sync.Mutex
+	idle []*os.File
+	all  []*os.File
+}
+
+func (s *spoolPool) take() (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.idle); n > 0 {
+		f := s.idle[n-1]
+		s.idle = s.idle[:n-1]
+		return f, nil
+	}
+	f, err := os.CreateTemp(s.dir, "msg-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s.all = append(s.all, f)
+	return f, nil
+}
+
+func (s *spoolPool) put(f *os.File) {
+	if f == nil {
+		return
+	}
+	s.mu.Lock()
+	s.idle = append(s.idle, f)
+	s.mu.Unlock()
+}
+
+// remove deletes every spool file of the run.
+func (s *spoolPool) remove() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.all {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	s.all, s.idle = nil, nil
+}
+
+// window bounds the read-ahead by count and octets; one message is
+// always let through, however large. Only the fetcher acquires.
+type window struct {
+	maxN     int
+	maxBytes int64
+	mu       sync.Mutex
+	n        int
+	bytes    int64
+	released chan struct{}
+}
+
+func newWindow(n int, bytes int64) *window {
+	return &window{maxN: n, maxBytes: bytes, released: make(chan struct{}, 1)}
+}
+
+// acquire waits for room for a message of size octets; false when quit
+// closes first.
+func (w *window) acquire(size int64, quit <-chan struct{}) bool {
+	for {
+		w.mu.Lock()
+		if w.n == 0 || (w.n < w.maxN && w.bytes+size <= w.maxBytes) {
+			w.n++
+			w.bytes += size
+			w.mu.Unlock()
+			return true
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.released:
+		case <-quit:
+			return false
+		}
+	}
+}
+
+func (w *window) release(size int64) {
+	w.mu.Lock()
+	w.n--
+	w.bytes -= size
+	w.mu.Unlock()
+	select {
+	case w.released <- struct{}{}:
+	default:
 	}
 }
 

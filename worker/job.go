@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -157,10 +156,10 @@ type run struct {
 	res       Result
 
 	// per session
-	c         *pop3.Client
-	down      map[string]error // sinks that failed in this run
-	dele      []*Pending       // delivered, to be deleted
-	spoolFile *os.File         // holds the message in hand; see spool
+	c      *pop3.Client
+	down   map[string]error // sinks that failed in this run
+	dele   []*Pending       // delivered, to be deleted
+	spools spoolPool        // files holding fetched messages; see fetch
 }
 
 var (
@@ -201,7 +200,8 @@ func (r *run) run() error {
 			return nil
 		}
 	}
-	defer r.removeSpool()
+	r.spools.dir = r.SpoolDir
+	defer r.spools.remove()
 	for n := 1; ; n++ {
 		err := r.session()
 		switch {
