@@ -23,9 +23,12 @@ type Outcome struct {
 // by each job's OnEvent hook.
 type Scheduler struct {
 	Jobs        []*Job
-	Concurrency int           // accounts fetched at the same time; <1 means 1
-	Jitter      time.Duration // random delay before a scheduled run, so accounts on one server spread out
-	Logger      *slog.Logger
+	Concurrency int // accounts fetched at the same time; <1 means 1
+	// Jitter is the longest random delay before a scheduled run, so that
+	// accounts on one server spread out; each job's is also at most a
+	// tenth of its schedule's interval, so a short schedule stays on time.
+	Jitter time.Duration
+	Logger *slog.Logger
 
 	mu      sync.Mutex
 	cron    *cron.Cron
@@ -113,27 +116,39 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	entries := map[string]cron.EntryID{}
 	for _, j := range s.Jobs {
-		var mu sync.Mutex // never the same job twice at once
+		sched, err := cron.ParseStandard(j.Account.Schedule)
+		if err != nil {
+			return fmt.Errorf("account %s: schedule %q: %w", j.Account.Name, j.Account.Schedule, err)
+		}
+		jitter := jitterBound(sched, s.Jitter, time.Now())
+		var g tickGate // never the same job twice at once
 		run := func() {
 			if !enter() {
 				return
 			}
 			defer running.Done()
-			if !mu.TryLock() {
-				s.logger().Info("previous fetch still running; skipping this tick", "account", j.Account.Name)
+			if !g.enter() {
+				s.logger().Info("previous fetch still running; the next starts as soon as it ends", "account", j.Account.Name)
 				return
 			}
-			defer mu.Unlock()
-			if !sleep(ctx, s.jitter()) {
-				return
+			wait := randomDelay(jitter)
+			for {
+				if !sleep(ctx, wait) {
+					g.abandon()
+					return
+				}
+				s.runOne(ctx, slots, j)
+				if ctx.Err() != nil {
+					g.abandon()
+					return
+				}
+				if !g.leave() {
+					return
+				}
+				wait = 0 // a tick that came while the run ran starts now
 			}
-			s.runOne(ctx, slots, j)
 		}
-		id, err := c.AddFunc(j.Account.Schedule, run)
-		if err != nil {
-			return fmt.Errorf("account %s: schedule %q: %w", j.Account.Name, j.Account.Schedule, err)
-		}
-		entries[j.Account.Name] = id
+		entries[j.Account.Name] = c.Schedule(sched, cron.FuncJob(run))
 		go run()
 	}
 	s.mu.Lock()
@@ -154,11 +169,60 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Scheduler) jitter() time.Duration {
-	if s.Jitter <= 0 {
+// jitterBound is the longest start delay for a schedule: at most limit
+// and at most a tenth of the interval between its next two runs.
+func jitterBound(sched cron.Schedule, limit time.Duration, now time.Time) time.Duration {
+	a := sched.Next(now)
+	return max(0, min(limit, sched.Next(a).Sub(a)/10))
+}
+
+func randomDelay(bound time.Duration) time.Duration {
+	if bound <= 0 {
 		return 0
 	}
-	return rand.N(s.Jitter)
+	return rand.N(bound)
+}
+
+// tickGate keeps one job from running twice at once without losing a tick:
+// a tick that comes while the job runs is remembered, once, and the job
+// runs again as soon as it ends, rather than a whole interval later.
+type tickGate struct {
+	mu    sync.Mutex
+	busy  bool
+	again bool
+}
+
+// enter reports whether the caller should run the job now; if it is
+// already running, the tick is remembered instead.
+func (g *tickGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.busy {
+		g.again = true
+		return false
+	}
+	g.busy = true
+	return true
+}
+
+// leave ends a run. It reports whether a tick came meanwhile; if so the
+// caller still holds the gate and runs again.
+func (g *tickGate) leave() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.again {
+		g.again = false
+		return true
+	}
+	g.busy = false
+	return false
+}
+
+// abandon ends a run when the scheduler stops, forgetting any tick.
+func (g *tickGate) abandon() {
+	g.mu.Lock()
+	g.busy, g.again = false, false
+	g.mu.Unlock()
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/worker/pop3/pop3test"
 )
@@ -137,5 +139,58 @@ func TestRunSchedulesAndStops(t *testing.T) {
 	}
 	if s.NextRuns() != nil {
 		t.Error("NextRuns after Run returned")
+	}
+}
+
+// A tick during a run is not lost: the job runs again as soon as the run
+// ends. Several ticks during one run make one more run, not several.
+func TestTickGate(t *testing.T) {
+	var g tickGate
+	if !g.enter() {
+		t.Fatal("an idle job did not start")
+	}
+	if g.enter() || g.enter() {
+		t.Fatal("a running job started twice")
+	}
+	if !g.leave() {
+		t.Fatal("the ticks during the run were lost")
+	}
+	if g.enter() {
+		t.Fatal("started while the repeat runs")
+	}
+	if !g.leave() {
+		t.Fatal("the tick during the repeat was lost")
+	}
+	if g.leave() {
+		t.Fatal("ran again with no tick")
+	}
+	if !g.enter() {
+		t.Fatal("an idle job did not start after its runs")
+	}
+	g.enter()
+	g.abandon()
+	if !g.enter() {
+		t.Fatal("a stopped run left the gate closed")
+	}
+}
+
+// The start delay is at most a tenth of the interval, and at most the
+// limit: on @every 10s a message waits at most 11 s.
+func TestJitterBound(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for spec, want := range map[string]time.Duration{
+		"@every 10s":  time.Second,
+		"@every 1m":   5 * time.Second,
+		"*/5 * * * *": 5 * time.Second,
+		"@every 2s":   200 * time.Millisecond,
+		"@hourly":     5 * time.Second,
+	} {
+		sched, err := cron.ParseStandard(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := jitterBound(sched, 5*time.Second, now); got != want {
+			t.Errorf("%s: jitter up to %s, want %s", spec, got, want)
+		}
 	}
 }
