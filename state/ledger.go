@@ -16,8 +16,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,10 +29,41 @@ import (
 
 // SchemaVersion is the layout this code writes. Older files are migrated
 // on open; newer ones are refused rather than misread.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[v] upgrades a file from schema v to v+1.
-var migrations = map[int]func(tx *bolt.Tx) error{}
+var migrations = map[int]func(tx *bolt.Tx) error{
+	1: rewriteEntries, // JSON entries to the compact form (codec.go)
+}
+
+// rewriteEntries stores every entry again in the current form.
+func rewriteEntries(tx *bolt.Tx) error {
+	return tx.Bucket(bucketAccounts).ForEachBucket(func(id []byte) error {
+		msgs := tx.Bucket(bucketAccounts).Bucket(id).Bucket(bucketMessages)
+		if msgs == nil {
+			return nil
+		}
+		type kv struct{ k, v []byte }
+		var all []kv
+		err := msgs.ForEach(func(k, v []byte) error {
+			e := &Entry{}
+			if err := decodeEntry(v, e); err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			all = append(all, kv{append([]byte(nil), k...), encodeEntry(e)})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range all {
+			if err := msgs.Put(r.k, r.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
 
 var (
 	// ErrInUse means another process holds the ledger open.
@@ -55,6 +88,17 @@ type Ledger struct {
 	db   *bolt.DB
 	path string
 	salt []byte // keys Fingerprint
+	// failed holds the refusal once damage was found: no transaction runs
+	// after that, so that nothing writes over a damaged file.
+	failed atomic.Pointer[error]
+}
+
+// Err returns the refusal when the ledger was found damaged, else nil.
+func (l *Ledger) Err() error {
+	if p := l.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // FileName is the ledger's name inside the data directory.
@@ -67,7 +111,13 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 		return nil, fmt.Errorf("ledger: data directory: %w%s", err, accessHint(err))
 	}
 	path := filepath.Join(dataDir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	// bbolt makes a new database of an empty file: for a ledger that was
+	// emptied (a failed copy, a full disk during a restore) that would
+	// mean every message kept on the servers sent again.
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		return nil, corrupt(path, errors.New("the file is empty"))
+	}
+	db, err := openBolt(path, timeout)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrInUse, timeout)
@@ -75,18 +125,71 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 		// Not corrupt: it cannot be opened for writing.
 		return nil, fmt.Errorf("%s: cannot open the ledger: %w%s", path, err, accessHint(err))
 	case err != nil:
-		return nil, fmt.Errorf("%s: %w: %w", path, ErrCorrupt, err)
+		return nil, corrupt(path, err)
 	}
 	l := &Ledger{db: db, path: path}
-	if err := l.update(l.migrate); err != nil {
+	if err := l.checkSize(); err != nil {
 		db.Close()
-		return nil, err
+		return nil, corrupt(path, err)
 	}
-	if err := l.update(l.loadSalt); err != nil {
+	// A write transaction rewrites pages even when it changes nothing, so
+	// an up-to-date file is only read: opening a damaged ledger to refuse
+	// it must not write to it.
+	current := false
+	err = l.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || tx.Bucket(bucketAccounts) == nil || string(meta.Get(keySchema)) != strconv.Itoa(SchemaVersion) || len(meta.Get(keySalt)) != 32 {
+			return nil
+		}
+		l.salt, current = append([]byte(nil), meta.Get(keySalt)...), true
+		return nil
+	})
+	if err == nil && !current {
+		err = l.update(l.migrate)
+		if err == nil {
+			err = l.update(l.loadSalt)
+		}
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	return l, nil
+}
+
+// openBolt opens the file; bbolt panics on some damage (a truncated file,
+// a garbled freelist), which becomes an error here.
+func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%v", r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+}
+
+// checkSize refuses a file shorter than its own pages say: a truncated
+// ledger, whose missing pages bbolt would otherwise read past the end of
+// the file.
+func (l *Ledger) checkSize() error {
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return err
+	}
+	return l.view(func(tx *bolt.Tx) error {
+		if want := tx.Size(); fi.Size() < want {
+			return fmt.Errorf("the file has %d bytes, its pages need %d: it was cut short", fi.Size(), want)
+		}
+		return nil
+	})
+}
+
+// corrupt is the refusal of a damaged ledger: it names the file and what
+// to do, and never replaces it.
+func corrupt(path string, err error) error {
+	return fmt.Errorf("%s: %w: %v. pophook will not use it, nor replace it: restore it from a backup; "+
+		"or, to start afresh, move it aside, knowing that every message still on the servers is then sent again", path, ErrCorrupt, err)
 }
 
 // loadSalt reads the ledger's random key for Fingerprint, making it the
@@ -166,14 +269,30 @@ func (l *Ledger) migrate(tx *bolt.Tx) error {
 
 // update and view run fn in a transaction. bbolt panics on some kinds of
 // page corruption; that becomes ErrCorrupt here instead of a crash.
-func (l *Ledger) update(fn func(*bolt.Tx) error) (err error) {
-	defer recoverCorrupt(&err)
-	return l.db.Update(fn)
+func (l *Ledger) update(fn func(*bolt.Tx) error) error {
+	return l.guard(func() error { return l.db.Update(fn) })
 }
 
-func (l *Ledger) view(fn func(*bolt.Tx) error) (err error) {
+func (l *Ledger) view(fn func(*bolt.Tx) error) error {
+	return l.guard(func() error { return l.db.View(fn) })
+}
+
+// guard runs a transaction unless the ledger was found damaged, and marks
+// it so when this one finds damage.
+func (l *Ledger) guard(tx func() error) (err error) {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	defer func() {
+		if errors.Is(err, ErrCorrupt) {
+			err = corrupt(l.path, errors.New(strings.TrimPrefix(err.Error(), ErrCorrupt.Error()+": ")))
+			l.failed.CompareAndSwap(nil, &err)
+			err = l.Err()
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(&err)
-	return l.db.View(fn)
+	return tx()
 }
 
 func recoverCorrupt(err *error) {
@@ -346,23 +465,43 @@ func (a *Account) SetMeta(m AccountMeta) error {
 // Get returns the entries for the given ids; ids without a record are
 // absent from the map.
 func (a *Account) Get(ids []string) (map[string]*Entry, error) {
-	out := map[string]*Entry{}
+	out := make(map[string]*Entry, len(ids))
 	err := a.l.view(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, false)
 		if err != nil || b == nil {
 			return err
 		}
 		msgs := b.Bucket(bucketMessages)
-		for _, id := range ids {
-			raw := msgs.Get([]byte(id))
-			if raw == nil {
-				continue
-			}
+		var names sinkNames
+		decode := func(id string, raw []byte) error {
 			e := &Entry{}
-			if err := decode(raw, e); err != nil {
+			if err := decodeEntryNames(raw, e, &names); err != nil {
 				return fmt.Errorf("entry %q: %w", id, err)
 			}
 			out[id] = e
+			return nil
+		}
+		// Most of a large listing is on record (a poll that finds little
+		// new): one pass over the bucket in key order is then cheaper than
+		// a tree search per id.
+		if len(ids) > 1000 {
+			want := make(map[string]struct{}, len(ids))
+			for _, id := range ids {
+				want[id] = struct{}{}
+			}
+			return msgs.ForEach(func(k, v []byte) error {
+				if _, ok := want[string(k)]; !ok {
+					return nil
+				}
+				return decode(string(k), v)
+			})
+		}
+		for _, id := range ids {
+			if raw := msgs.Get([]byte(id)); raw != nil {
+				if err := decode(id, raw); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -378,7 +517,7 @@ func (a *Account) Put(entries ...*Entry) error {
 		}
 		msgs := b.Bucket(bucketMessages)
 		for _, e := range entries {
-			if err := put(msgs, []byte(e.ID()), e); err != nil {
+			if err := msgs.Put([]byte(e.ID()), encodeEntry(e)); err != nil {
 				return err
 			}
 		}
@@ -395,7 +534,7 @@ func (a *Account) Each(fn func(*Entry) error) error {
 		}
 		return b.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 			e := &Entry{}
-			if err := decode(v, e); err != nil {
+			if err := decodeEntry(v, e); err != nil {
 				return fmt.Errorf("entry %q: %w", k, err)
 			}
 			return fn(e)
@@ -408,52 +547,81 @@ func (a *Account) Each(fn func(*Entry) error) error {
 // grace; entries listed again lose the mark. It returns how many were
 // removed. The grace period keeps a record through a server's bad day (an
 // empty or partial listing) so that nothing is sent twice.
+//
+// A first pass only reads; when nothing is to change, as at most polls,
+// nothing is written (a write transaction costs an fsync).
 func (a *Account) Prune(listed map[string]bool, now time.Time, grace time.Duration) (int, error) {
+	// action says what a pass does with one entry: 0 nothing, 1 store e
+	// as changed, 2 delete it.
+	action := func(k []byte, e *Entry) int {
+		switch {
+		case listed[string(k)]:
+			if !e.MissingSince.IsZero() {
+				e.MissingSince = time.Time{}
+				return 1
+			}
+		case e.MissingSince.IsZero():
+			e.MissingSince = now
+			return 1
+		case now.Sub(e.MissingSince) > grace:
+			return 2
+		}
+		return 0
+	}
+	var todo [][]byte
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			ms, err := missingSince(v)
+			if err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			if action(k, &Entry{MissingSince: ms}) != 0 {
+				todo = append(todo, append([]byte(nil), k...))
+			}
+			return nil
+		})
+	})
+	if err != nil || len(todo) == 0 {
+		return 0, err
+	}
 	removed := 0
-	err := a.l.update(func(tx *bolt.Tx) error {
+	err = a.l.update(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, true)
 		if err != nil {
 			return err
 		}
 		msgs := b.Bucket(bucketMessages)
-		var drop [][]byte
-		changed := map[string]*Entry{}
-		err = msgs.ForEach(func(k, v []byte) error {
+		for _, k := range todo {
+			// Read again: the entry may have changed since the first pass.
+			v := msgs.Get(k)
+			if v == nil {
+				continue
+			}
 			e := &Entry{}
-			if err := decode(v, e); err != nil {
+			if err := decodeEntry(v, e); err != nil {
 				return fmt.Errorf("entry %q: %w", k, err)
 			}
-			switch {
-			case listed[string(k)]:
-				if !e.MissingSince.IsZero() {
-					e.MissingSince = time.Time{}
-					changed[string(k)] = e
-				}
-			case e.MissingSince.IsZero():
-				e.MissingSince = now
-				changed[string(k)] = e
-			case now.Sub(e.MissingSince) > grace:
-				drop = append(drop, append([]byte(nil), k...))
+			switch action(k, e) {
+			case 1:
+				err = msgs.Put(k, encodeEntry(e))
+			case 2:
+				err = msgs.Delete(k)
+				removed++
 			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for k, e := range changed {
-			if err := put(msgs, []byte(k), e); err != nil {
+			if err != nil {
 				return err
 			}
 		}
-		for _, k := range drop {
-			if err := msgs.Delete(k); err != nil {
-				return err
-			}
-		}
-		removed = len(drop)
 		return nil
 	})
-	return removed, err
+	if err != nil {
+		return 0, err
+	}
+	return removed, nil
 }
 
 // Accounts lists the ids of every account in the ledger.
@@ -518,7 +686,7 @@ func (a *Account) Update(id string, fn func(*Entry) *Entry) error {
 		var cur *Entry
 		if raw := msgs.Get([]byte(id)); raw != nil {
 			cur = &Entry{}
-			if err := decode(raw, cur); err != nil {
+			if err := decodeEntry(raw, cur); err != nil {
 				return fmt.Errorf("entry %q: %w", id, err)
 			}
 		}
@@ -529,7 +697,7 @@ func (a *Account) Update(id string, fn func(*Entry) *Entry) error {
 			}
 			return msgs.Delete([]byte(id))
 		}
-		return put(msgs, []byte(id), next)
+		return msgs.Put([]byte(id), encodeEntry(next))
 	})
 }
 

@@ -184,9 +184,16 @@ func (a *app) run(ctx context.Context) error {
 		defer srv.Shutdown(context.Background())
 	}
 	a.log.Info("pophook started", "version", version, "accounts", len(a.jobs))
+	ctx, halt := context.WithCancelCause(ctx)
+	defer halt(nil)
+	a.halt.Store(&halt)
 	running.Store(true)
 	err := s.Run(ctx)
 	running.Store(false)
+	if cause := context.Cause(ctx); errors.Is(cause, state.ErrCorrupt) {
+		a.log.Error("stopped: the ledger is damaged", "err", cause)
+		return cause
+	}
 	a.log.Info("pophook stopped")
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -221,6 +222,8 @@ type app struct {
 	observers []func(worker.Event)
 	// retries counts sink retries in the metrics, once they exist.
 	retries *atomic.Pointer[*web.Metrics]
+	// halt stops the daemon with a cause (a damaged ledger); set by run.
+	halt atomic.Pointer[context.CancelCauseFunc]
 }
 
 // open creates what pophook needs on disk (the data dir, its ledger and
@@ -266,6 +269,13 @@ func (w *wiring) open(ctx context.Context) (*app, error) {
 			if e.Kind == worker.EventRunDone && e.Err != nil {
 				if h := hint(acct, e.Err); h != "" {
 					w.log.Warn("what to do: "+h, "account", acct.Name)
+				}
+				// Every account shares the ledger: once it is found
+				// damaged nothing may go on (see state.Ledger.Err).
+				if errors.Is(e.Err, state.ErrCorrupt) {
+					if halt := a.halt.Load(); halt != nil {
+						(*halt)(ledger.Err())
+					}
 				}
 			}
 			for _, o := range a.observers {
