@@ -29,6 +29,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/pophook/pophook/internal/atomicfile"
+	"github.com/pophook/pophook/internal/redact"
 	"github.com/pophook/pophook/worker"
 )
 
@@ -232,7 +233,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 		tok, err = conf.Token(ctx)
 	}
 	if err != nil {
-		return nil, s.explain(err)
+		return nil, s.explain(err, redact.Wire(s.stored.RefreshToken, secret)...)
 	}
 	if tok.AccessToken == "" {
 		return nil, errors.New("OAuth2: the token endpoint answered without an access token")
@@ -242,17 +243,18 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 
 // explain turns a token endpoint's refusal into an authentication failure
 // that says what to do; other errors (the network) stay temporary. The
-// provider's own error text is kept, never a token.
-func (s *Source) explain(err error) error {
+// provider's own error text is kept, with any of the secrets sent (which
+// a provider might quote) cut out.
+func (s *Source) explain(err error, secrets ...string) error {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
-		return fmt.Errorf("OAuth2: the token endpoint cannot be reached: %w", stripURL(err))
+		return fmt.Errorf("OAuth2: the token endpoint cannot be reached: %s", redact.Scrub(stripURL(err).Error(), secrets...))
 	}
 	status := 0
 	if re.Response != nil {
 		status = re.Response.StatusCode
 	}
-	what := strings.TrimSpace(re.ErrorCode + ": " + firstLine(re.ErrorDescription))
+	what := redact.Scrub(strings.TrimSpace(re.ErrorCode+": "+firstLine(re.ErrorDescription)), secrets...)
 	if re.ErrorCode == "" {
 		what = fmt.Sprintf("HTTP %d", status)
 	}

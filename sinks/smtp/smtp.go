@@ -33,6 +33,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/pophook/pophook/internal/redact"
 	"github.com/pophook/pophook/sinks"
 )
 
@@ -477,14 +478,17 @@ func (s *Sink) auth(c *gosmtp.Client) error {
 		return sinks.Unavailable(fmt.Errorf("%s offers no AUTH PLAIN or LOGIN (it offers %q)", s.shown, offered))
 	}
 	if err := c.Auth(mech); err != nil {
+		// A relay may quote what it refused: the password, or the base64
+		// of the PLAIN or LOGIN response carrying it.
+		secrets := redact.Wire(pass, "\x00"+s.o.Username+"\x00"+pass)
 		var se *gosmtp.SMTPError
 		if errors.As(err, &se) && se.Code/100 == 4 {
-			return fmt.Errorf("%s: AUTH refused for now: %s", s.shown, reply(se))
+			return fmt.Errorf("%s: AUTH refused for now: %s", s.shown, redact.Scrub(reply(se), secrets...))
 		}
 		if errors.As(err, &se) {
-			return sinks.Unavailable(fmt.Errorf("%s: AUTH as %s refused: %s; check USERNAME and PASSWORD", s.shown, s.o.Username, strings.ReplaceAll(reply(se), pass, "xxxxx")))
+			return sinks.Unavailable(fmt.Errorf("%s: AUTH as %s refused: %s; check USERNAME and PASSWORD", s.shown, s.o.Username, redact.Scrub(reply(se), secrets...)))
 		}
-		return fmt.Errorf("%s: AUTH: %w", s.shown, err)
+		return fmt.Errorf("%s: AUTH: %s", s.shown, redact.Scrub(err.Error(), secrets...))
 	}
 	return nil
 }

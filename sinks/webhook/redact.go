@@ -3,17 +3,17 @@ package webhook
 import (
 	"io"
 	"net/url"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/pophook/pophook/internal/redact"
 )
 
 const (
 	snippetMax  = 200     // bytes of a response body quoted in an error
 	snippetRead = 4 << 10 // bytes read to find them
-	redacted    = "xxxxx"
-	minScrub    = 4 // shorter secrets are not scrubbed (they would garble text)
+	redacted    = redact.Mark
 )
 
 // redactURL shows u without its password and query values, either of
@@ -38,11 +38,8 @@ func redactURL(u *url.URL) string {
 }
 
 // scrubber holds the secret values a delivery uses (URL password, signing
-// secret, header values), longest first, so that a secret holding another
-// is replaced whole.
+// secret, header values).
 type scrubber []string
-
-func (s scrubber) sort() { slices.SortFunc(s, func(a, b string) int { return len(b) - len(a) }) }
 
 // snippet returns the start of a response body for an error message:
 // valid UTF-8, control characters and runs of white space turned into
@@ -75,14 +72,7 @@ func clean(text string) string {
 }
 
 // scrub replaces the secrets wherever text holds them.
-func (s scrubber) scrub(text string) string {
-	for _, secret := range s {
-		if len(secret) >= minScrub {
-			text = strings.ReplaceAll(text, secret, redacted)
-		}
-	}
-	return text
-}
+func (s scrubber) scrub(text string) string { return redact.Scrub(text, s...) }
 
 // truncate cuts text to at most n bytes on a character boundary, marking
 // the cut with "…".

@@ -304,7 +304,6 @@ func (s *Sink) credentials() (*creds, error) {
 		}
 		c.headers = h
 	}
-	c.secrets.sort()
 	return c, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/pophook/pophook/internal/redact"
 )
 
 // Mechanism names a way to log in.
@@ -39,6 +41,8 @@ func (c *Client) Authenticate(ctx context.Context, mech Mechanism, user, secret 
 	if err := c.offered(mech); err != nil {
 		return err
 	}
+	c.secrets = redact.Wire(secret, "\x00"+user+"\x00"+secret, xoauth2Response(user, secret))
+	defer func() { c.secrets = nil }()
 	var err error
 	switch mech {
 	case MechUser:
@@ -162,7 +166,11 @@ func (c *Client) authLogin(ctx context.Context, user, pass string) error {
 func (c *Client) authXOAUTH2(ctx context.Context, user, token string) error {
 	// Exchange Online rejects the initial-response form, so the token
 	// always goes in the second step.
-	return c.sasl(ctx, "XOAUTH2", []string{"", "user=" + user + "\x01auth=Bearer " + token + "\x01\x01"})
+	return c.sasl(ctx, "XOAUTH2", []string{"", xoauth2Response(user, token)})
+}
+
+func xoauth2Response(user, token string) string {
+	return "user=" + user + "\x01auth=Bearer " + token + "\x01\x01"
 }
 
 // sasl runs an AUTH exchange (RFC 5034). responses[0] is the initial

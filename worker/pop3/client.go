@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pophook/pophook/internal/redact"
 )
 
 // TLSMode says how a connection is protected.
@@ -121,6 +123,9 @@ type Client struct {
 	utf8     bool // UTF8 accepted (RFC 6856)
 	authed   bool
 	mech     Mechanism // what Authenticate used
+	// secrets are cut out of what the server says while a login is under
+	// way: a server may quote the credential it refuses.
+	secrets []string
 
 	// pipelining: 0 not yet tried, 1 works, -1 off for this session.
 	pipelining int
@@ -452,6 +457,11 @@ func (c *Client) readLine() (string, error) {
 	line = line[:len(line)-1]
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
+	}
+	if c.secrets != nil {
+		text := redact.Scrub(string(line), c.secrets...)
+		c.tracef("S: %s", text)
+		return text, nil
 	}
 	c.tracef("S: %s", line)
 	return string(line), nil
