@@ -120,7 +120,7 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 	db, err := openBolt(path, timeout)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrInUse, timeout)
+		return nil, fmt.Errorf("%s: %w (waited %s): stop the other one (pophook ledger works through a running daemon), or give this one its own POPHOOK_DATA_DIR", path, ErrInUse, timeout)
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
 		// Not corrupt: it cannot be opened for writing.
 		return nil, fmt.Errorf("%s: cannot open the ledger: %w%s", path, err, accessHint(err))
@@ -325,9 +325,10 @@ type AccountMeta struct {
 
 // LoginState is the wait before the next login to an account.
 type LoginState struct {
-	NotBefore time.Time `json:"not_before,omitzero"`
-	Failures  int       `json:"failures,omitempty"` // refused logins in a row
-	Reason    string    `json:"reason,omitempty"`   // what the server said last
+	NotBefore time.Time     `json:"not_before,omitzero"`
+	Wait      time.Duration `json:"wait,omitempty"`     // how long NotBefore was set ahead; a longer wait means the clock went back
+	Failures  int           `json:"failures,omitempty"` // refused logins in a row
+	Reason    string        `json:"reason,omitempty"`   // what the server said last
 	// Credential fingerprints the credential refused (see Fingerprint):
 	// changing the password ends the back-off at once.
 	Credential string `json:"credential,omitempty"`

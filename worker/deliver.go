@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pophook/pophook/sinks"
@@ -49,8 +51,21 @@ type fetched struct {
 	err    error
 }
 
-// errQuit ends the fetcher when delivery stops early.
-var errQuit = errors.New("delivery stopped")
+// errQuit ends the fetcher when delivery stops early; errDrainCut closes
+// the connection when reading what was already requested takes too long.
+var (
+	errQuit     = errors.New("delivery stopped")
+	errDrainCut = errors.New("stopped: the connection was closed rather than read to its end")
+)
+
+// After delivery stopped early, the replies already under way are read to
+// their end (so the session can DELE and QUIT) when they hold at most
+// drainMax octets by LIST, and for drainGrace at most; otherwise the
+// connection is closed at once. Variables for the tests.
+var (
+	drainMax   = int64(1 << 20)
+	drainGrace = 5 * time.Second
+)
 
 // fetch retrieves the messages (pipelined) in server order and delivers
 // them in that order. A goroutine reads the RETR replies into spool files
@@ -70,17 +85,30 @@ func (r *run) fetch(work []*Pending) error {
 	}
 	ready := make(chan fetched, readAheadMessages)
 	quit := make(chan struct{})
+	// When delivery stops early, the RETRs already sent are read to their
+	// end so that the session can still DELE and QUIT, but for drainGrace
+	// at most: the pipeline may hold many large messages.
+	fctx, cut := context.WithCancelCause(r.ctx)
+	defer cut(nil)
 	win := newWindow(readAheadMessages, readAheadBytes)
 	var (
 		inHand   *Pending // the message the fetcher was reading when it stopped
 		retrErr  error
 		spoolErr error
+		reading  atomic.Int64 // index in work of the RETR being read
+		window   atomic.Int64 // RETRs in flight at most
 	)
+	index := make(map[int]int, len(work))
+	for i, p := range work {
+		index[p.Info.Num] = i
+	}
 	go func() {
 		defer close(ready)
-		retrErr = r.c.RetrEach(r.ctx, nums, func(num int, body io.Reader, err error) error {
+		retrErr = r.c.RetrEach(fctx, nums, func(num int, body io.Reader, err error) error {
 			p := byNum[num]
 			inHand = p
+			reading.Store(int64(index[num]))
+			window.Store(int64(r.c.Window()))
 			it := fetched{p: p, err: err}
 			if err == nil {
 				if !win.acquire(p.Info.Size, quit) {
@@ -111,16 +139,58 @@ func (r *run) fetch(work []*Pending) error {
 	}()
 
 	var stopped error // why delivery stopped early
-	for it := range ready {
-		if stopped == nil {
-			if stopped = r.deliverFetched(it); stopped != nil {
-				close(quit)
+	var timer *time.Timer
+	end := func(why error) {
+		stopped = why
+		close(quit)
+		// Read what is still coming only when it is little: the session
+		// can then DELE and QUIT now.
+		i, w := int(reading.Load()), int(max(window.Load(), 1))
+		var coming int64
+		for _, p := range work[i:min(i+w, len(work))] {
+			coming += p.Info.Size
+		}
+		grace := drainGrace
+		if coming > drainMax {
+			grace = 0
+		}
+		timer = time.AfterFunc(grace, func() { cut(errDrainCut) })
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	// A stop is noticed while the fetcher is still reading, not only when
+	// the next message is ready.
+	stopping := r.stop.Done()
+	for in := ready; in != nil; {
+		select {
+		case <-stopping:
+			stopping = nil
+			if stopped == nil {
+				end(errStop)
+			}
+		case it, ok := <-in:
+			if !ok {
+				in = nil
+				break
+			}
+			if stopped == nil {
+				if err := r.deliverFetched(it); err != nil {
+					end(err)
+				}
+			}
+			if it.spool != nil {
+				r.spools.put(it.spool)
+				win.release(it.p.Info.Size)
 			}
 		}
-		if it.spool != nil {
-			r.spools.put(it.spool)
-			win.release(it.p.Info.Size)
-		}
+	}
+	if errors.Is(context.Cause(fctx), errDrainCut) {
+		r.aborted = true
+		r.log.Info("closed the connection rather than read the messages already requested to their end; " +
+			"what was delivered is deleted at the next run")
 	}
 	switch {
 	case errors.Is(stopped, errStop):

@@ -142,6 +142,14 @@ func (j *Job) now() time.Time {
 	return time.Now()
 }
 
+// raiseFloor moves up the latest time the ledger has recorded for the
+// account (see PlanInput.Floor).
+func (r *run) raiseFloor(t time.Time) {
+	if t.After(r.floor) {
+		r.floor = t
+	}
+}
+
 // run is the state of one pass.
 type run struct {
 	*Job
@@ -154,12 +162,15 @@ type run struct {
 	credFP    string // fingerprint of the credential in use
 	refreshed bool   // a refused token was replaced once in this run
 	res       Result
+	// floor is the latest time the ledger has recorded for the account.
+	floor time.Time
 
 	// per session
-	c      *pop3.Client
-	down   map[string]error // sinks that failed in this run
-	dele   []*Pending       // delivered, to be deleted
-	spools spoolPool        // files holding fetched messages; see fetch
+	aborted bool // fetch closed the connection (see drainGrace)
+	c       *pop3.Client
+	down    map[string]error // sinks that failed in this run
+	dele    []*Pending       // delivered, to be deleted
+	spools  spoolPool        // files holding fetched messages; see fetch
 }
 
 var (
@@ -226,6 +237,16 @@ func (r *run) run() error {
 func (r *run) waiting() bool {
 	l := r.meta.Login
 	if !r.now().Before(l.NotBefore) {
+		return false
+	}
+	// A wait longer than it was ever set for means the clock went back
+	// since: end it rather than wait out the jump (a year, perhaps).
+	longest := l.Wait
+	if longest <= 0 {
+		longest = loginBackoffMax
+	}
+	if l.NotBefore.Sub(r.now()) > longest {
+		r.log.Warn("the clock went back since the last login wait was set; not waiting", "not_before", l.NotBefore.Format(time.RFC3339))
 		return false
 	}
 	if l.Failures > 0 && l.Credential != r.credFP {
@@ -299,12 +320,15 @@ func (r *run) session() error {
 		}
 		r.emit(Event{Kind: EventPlanned, Count: len(plan.Fetch), Size: size})
 	}
+	r.aborted = false
 	fetchErr := r.fetch(plan.Fetch)
 	if errors.Is(fetchErr, errAgain) {
 		return errAgain
 	}
-	if err := r.deleteAndQuit(); err != nil && fetchErr == nil {
-		fetchErr = err
+	if !r.aborted {
+		if err := r.deleteAndQuit(); err != nil && fetchErr == nil {
+			fetchErr = err
+		}
 	}
 	if err := r.prune(list); err != nil && fetchErr == nil {
 		fetchErr = err
@@ -318,7 +342,7 @@ func (r *run) loggedIn(info LoginInfo) error {
 	r.audit(info)
 	l := state.LoginState{}
 	if info.LoginDelay > 0 {
-		l = state.LoginState{NotBefore: r.now().Add(info.LoginDelay), Reason: fmt.Sprintf("LOGIN-DELAY %s", info.LoginDelay)}
+		l = state.LoginState{NotBefore: r.now().Add(info.LoginDelay), Wait: info.LoginDelay, Reason: fmt.Sprintf("LOGIN-DELAY %s", info.LoginDelay)}
 	}
 	if l == r.meta.Login {
 		return nil
@@ -377,7 +401,7 @@ func (r *run) loginFailed(err error) error {
 			ceiling = vagueBackoffMax
 		}
 		wait := min(ceiling, loginBackoffMin<<min(l.Failures-1, 10))
-		l.NotBefore, l.Credential, l.Reason = now.Add(wait), r.credFP, err.Error()
+		l.NotBefore, l.Wait, l.Credential, l.Reason = now.Add(wait), wait, r.credFP, err.Error()
 		r.meta.Login = l
 		r.res.NextAttempt = l.NotBefore
 		if err := r.ledger.SetMeta(r.meta); err != nil {
@@ -410,10 +434,19 @@ func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
 	}
+	r.raiseFloor(r.meta.Initialized)
+	for _, e := range entries {
+		r.raiseFloor(e.FirstSeen)
+		r.raiseFloor(e.MissingSince)
+		r.raiseFloor(e.DeletedAt)
+		for _, st := range e.Sinks {
+			r.raiseFloor(st.DeliveredAt)
+		}
+	}
 	p := MakePlan(PlanInput{
 		Listing: list, Entries: entries, Initialized: !r.meta.Initialized.IsZero(),
 		Sinks: a.Sinks, SinkConfig: r.SinkConfig, SkipExisting: a.SkipExisting,
-		MaxMessageSize: a.MaxMessageSize, Keep: a.Keep, Now: r.now(),
+		MaxMessageSize: a.MaxMessageSize, Keep: a.Keep, Now: r.now(), Floor: r.floor,
 	})
 	if len(p.Record) > 0 {
 		if err := r.ledger.Put(p.Record...); err != nil {

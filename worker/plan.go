@@ -26,6 +26,12 @@ type PlanInput struct {
 	MaxMessageSize int64
 	Keep           Keep
 	Now            time.Time
+	// Floor is the latest time the ledger has recorded for the account. A
+	// message first seen while the clock is behind it (set back, or a
+	// board without a real-time clock booting with the time it saved) is
+	// recorded as first seen at Floor, not in the past: KEEP would delete
+	// it early once the clock is right again.
+	Floor time.Time
 }
 
 // Plan is what a session does with a listing.
@@ -61,11 +67,15 @@ type Pending struct {
 func MakePlan(in PlanInput) Plan {
 	var p Plan
 	ids, occ := EntryIDs(in.Listing)
+	seen := in.Now
+	if seen.Before(in.Floor) {
+		seen = in.Floor
+	}
 	if !in.Initialized && in.SkipExisting {
 		// SKIP_EXISTING: record every message present at the first
 		// complete listing as seen, send and delete none of them.
 		for i, m := range in.Listing {
-			p.Record = append(p.Record, &state.Entry{UIDL: m.UID, Occurrence: occ[i], FirstSeen: in.Now, Size: m.Size, Skipped: true})
+			p.Record = append(p.Record, &state.Entry{UIDL: m.UID, Occurrence: occ[i], FirstSeen: seen, Size: m.Size, Skipped: true})
 		}
 		p.Initialize = true
 		return p
@@ -76,11 +86,11 @@ func MakePlan(in PlanInput) Plan {
 		e := in.Entries[ids[i]]
 		switch {
 		case e == nil:
-			e = &state.Entry{UIDL: m.UID, Occurrence: occ[i], FirstSeen: in.Now, Size: m.Size}
+			e = &state.Entry{UIDL: m.UID, Occurrence: occ[i], FirstSeen: seen, Size: m.Size}
 		case !e.DeletedAt.IsZero():
 			// Deleted, confirmed by QUIT, and listed again: a new
 			// message under a reused id. Deliver it afresh.
-			e = &state.Entry{UIDL: e.UIDL, Occurrence: e.Occurrence, Generation: e.Generation + 1, FirstSeen: in.Now, Size: m.Size}
+			e = &state.Entry{UIDL: e.UIDL, Occurrence: e.Occurrence, Generation: e.Generation + 1, FirstSeen: seen, Size: m.Size}
 			p.Record = append(p.Record, e)
 		}
 		if e.Skipped {
@@ -126,7 +136,9 @@ func MakePlan(in PlanInput) Plan {
 				}
 				p.Reoffered[s] = true
 				pend.Sinks = append(pend.Sinks, s)
-			case st != nil && st.Permanent && in.Now.Before(st.NextAttempt):
+			case st != nil && st.Permanent && in.Now.Before(st.NextAttempt) && st.NextAttempt.Sub(in.Now) <= rejectRetryMax:
+				// (A next attempt further ahead than ever set means the
+				// clock went back: it is due.)
 				p.Problems = append(p.Problems, Problem{Kind: ProblemWaiting, UIDL: m.UID, Sink: s,
 					Err: fmt.Errorf("%s; next attempt %s", st.LastError, st.NextAttempt.Format(time.RFC3339))})
 			default:

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -87,5 +88,44 @@ func TestReadAheadByteBound(t *testing.T) {
 	}
 	if peak > 2 {
 		t.Errorf("%d messages of ~4 KB spooled at once with a 10 KB window", peak)
+	}
+}
+
+// A stop during a fetch finishes the message in hand, then reads what was
+// already requested for drainGrace at most: past that the connection is
+// closed without DELE or QUIT (nothing is deleted in this run), and the
+// next run deletes what was delivered without sending it again.
+func TestStopCutsTheDrain(t *testing.T) {
+	defer func(g time.Duration) { drainGrace = g }(drainGrace)
+	drainGrace = time.Nanosecond // any drain at all is cut
+	d := dovecottest.Start(t, dovecottest.Options{})
+	const n = 5
+	for i := range n {
+		d.Deliver(t, "alice", fmt.Appendf(nil, "Subject: %d\r\n\r\n%s\r\n", i, strings.Repeat("z", 2<<20)))
+	}
+	rec := &recorder{}
+	e := newEnv(t, dovecotAccount(t, d), map[string]sinks.Sink{"rec": rec})
+	ctx, stop := context.WithCancel(context.Background())
+	rec.fail = func(*sinks.Message, []byte) error {
+		stop() // SIGTERM while the first message is in hand
+		return nil
+	}
+	res, err := e.job.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 1 || res.Deleted != 0 || d.Count(t, "alice") != n {
+		t.Fatalf("stopped run: delivered %d, deleted %d, %d on the server; want 1, 0 (no QUIT), %d", res.Delivered, res.Deleted, d.Count(t, "alice"), n)
+	}
+	rec.fail = nil
+	e.newJob()
+	res = e.run()
+	if res.Delivered != n-1 || res.Deleted != n || d.Count(t, "alice") != 0 {
+		t.Fatalf("next run: delivered %d, deleted %d, %d left", res.Delivered, res.Deleted, d.Count(t, "alice"))
+	}
+	for k, c := range rec.keys() {
+		if c != 1 {
+			t.Errorf("%s delivered %d times", k, c)
+		}
 	}
 }

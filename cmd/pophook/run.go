@@ -146,6 +146,11 @@ func (a *app) once(ctx context.Context, names []string, stderr io.Writer) error 
 	outcomes := s.Once(ctx)
 	prog.finish()
 	var problems []string
+	if ctx.Err() != nil {
+		// Exit 0 means everything was delivered; a stop makes no such
+		// promise. What was delivered is recorded; the rest waits.
+		problems = append(problems, "stopped by a signal before the run ended: what was delivered is recorded, the rest waits for the next run")
+	}
 	for _, o := range outcomes {
 		name := o.Job.Account.Name
 		switch {

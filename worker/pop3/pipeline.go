@@ -101,6 +101,15 @@ func (c *Client) window() (int, error) {
 // the first batch operation has probed the server).
 func (c *Client) Pipelined() bool { return c.pipelining > 0 }
 
+// Window is how many commands a batch operation has in flight at most:
+// the pipelining window, or 1 lock-step.
+func (c *Client) Window() int {
+	if c.pipelining > 0 {
+		return c.opts.PipelineWindow
+	}
+	return 1
+}
+
 // RetrEach fetches the messages in order, pipelined when the server allows,
 // and calls fn once for each: with a reader of its body, or with the
 // server's -ERR for that message (body nil). The body is valid only during
