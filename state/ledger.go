@@ -6,6 +6,7 @@
 package state
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -653,6 +654,46 @@ func decode(raw []byte, v any) error {
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// Family returns, for each of uidls, the entries of every occurrence on
+// record under it (ids "uidl" and "uidl N"), in no particular order. It
+// is for the rare listing where one UIDL names several messages.
+func (a *Account) Family(uidls []string) (map[string][]*Entry, error) {
+	out := make(map[string][]*Entry, len(uidls))
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		msgs := b.Bucket(bucketMessages)
+		c := msgs.Cursor()
+		add := func(u string, k, v []byte) error {
+			e := &Entry{}
+			if err := decodeEntry(v, e); err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			out[u] = append(out[u], e)
+			return nil
+		}
+		for _, u := range uidls {
+			if v := msgs.Get([]byte(u)); v != nil {
+				if err := add(u, []byte(u), v); err != nil {
+					return err
+				}
+			}
+			// (A hostile UIDL such as "u\x01" sorts between "u" and
+			// "u 1": seek to the numbered ones directly.)
+			prefix := []byte(u + " ")
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if err := add(u, k, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Find returns the entries of every message listed under uidl (all its

@@ -118,6 +118,15 @@ func TestEntriesRoundTripAndSurviveReopen(t *testing.T) {
 	if got[EntryID("u1", 1)].Occurrence != 1 {
 		t.Error("second occurrence lost")
 	}
+	// Family finds every occurrence under a UIDL, and no other UIDL's,
+	// even one that sorts between "u1" and "u1 1".
+	if err := a.Put(&Entry{UIDL: "u1\x01", FirstSeen: now}, &Entry{UIDL: "u10", FirstSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	fam, err := a.Family([]string{"u1", "nothing"})
+	if err != nil || len(fam["u1"]) != 2 || len(fam["nothing"]) != 0 {
+		t.Errorf("Family = %v, %v: want the two occurrences of u1", fam, err)
+	}
 	m, err := a.Meta()
 	if err != nil || !m.Initialized.Equal(now) {
 		t.Errorf("meta = %+v, %v", m, err)

@@ -96,6 +96,7 @@ func (r *run) fetch(work []*Pending) error {
 		retrErr  error
 		spoolErr error
 		reading  atomic.Int64 // index in work of the RETR being read
+		finished atomic.Int64 // RETRs read to their end and handed on
 		window   atomic.Int64 // RETRs in flight at most
 	)
 	index := make(map[int]int, len(work))
@@ -130,6 +131,7 @@ func (r *run) fetch(work []*Pending) error {
 			}
 			select {
 			case ready <- it:
+				finished.Add(1)
 				return nil
 			case <-quit:
 				r.spools.put(it.spool)
@@ -205,10 +207,27 @@ func (r *run) fetch(work []*Pending) error {
 		return fmt.Errorf("account %s: %w", r.Account.Name, spoolErr)
 	case errors.Is(retrErr, pop3.ErrMessageTooLarge) && inHand != nil:
 		return r.tooLarge(inHand, retrErr)
+	case retrErr != nil && !errors.Is(retrErr, errQuit) && context.Cause(fctx) == nil && r.ctx.Err() == nil &&
+		int(finished.Load()) < len(work):
+		return r.retrCut(work[finished.Load()], retrErr)
 	case retrErr != nil:
 		return fmt.Errorf("account %s: %w", r.Account.Name, retrErr)
 	}
 	return nil
+}
+
+// retrCut handles a connection that broke while the server sent p (or
+// was about to): p is left for the next run and a new session fetches the
+// rest, and deletes what was delivered. Without this, a message that is
+// cut at every attempt would stop every message after it for good.
+func (r *run) retrCut(p *Pending, err error) error {
+	if r.cut == nil {
+		r.cut = map[string]bool{}
+	}
+	r.cut[p.Entry.ID()] = true
+	r.problem(Problem{Kind: ProblemRetr, UIDL: p.Info.UID,
+		Err: fmt.Errorf("the connection broke while the server sent it; it stays on the server for the next run: %w", err)})
+	return errAgain
 }
 
 // deliverFetched handles one message the fetcher read.

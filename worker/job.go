@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -162,6 +163,12 @@ type run struct {
 	credFP    string // fingerprint of the credential in use
 	refreshed bool   // a refused token was replaced once in this run
 	res       Result
+	ids       []string // ledger ids of the session's listing, as the plan matched them
+	// cut holds the ids of messages whose RETR the connection broke in
+	// this run: later sessions of the run leave them for the next run, so
+	// that one message the server (or the path to it) always cuts does not
+	// hold up the rest of the mailbox.
+	cut map[string]bool
 	// floor is the latest time the ledger has recorded for the account.
 	floor time.Time
 
@@ -313,6 +320,9 @@ func (r *run) session() error {
 		return err
 	}
 	r.dele = plan.Delete
+	if len(r.cut) > 0 {
+		plan.Fetch = slices.DeleteFunc(plan.Fetch, func(p *Pending) bool { return r.cut[p.Entry.ID()] })
+	}
 	if len(plan.Fetch) > 0 {
 		var size int64
 		for _, p := range plan.Fetch {
@@ -429,11 +439,24 @@ func (r *run) loginFailed(err error) error {
 // the plan records before anything is fetched.
 func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
 	a := r.Account
-	ids, _ := EntryIDs(list)
+	ids, occ := EntryIDs(list)
 	entries, err := r.ledger.Get(ids)
 	if err != nil {
 		return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
 	}
+	if reused := Reused(list, ids, entries); len(reused) > 0 {
+		families, err := r.ledger.Family(reused)
+		if err != nil {
+			return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
+		}
+		ids, occ = MatchIDs(list, ids, occ, families)
+		for _, fam := range families {
+			for _, e := range fam {
+				entries[e.ID()] = e
+			}
+		}
+	}
+	r.ids = ids
 	r.raiseFloor(r.meta.Initialized)
 	for _, e := range entries {
 		r.raiseFloor(e.FirstSeen)
@@ -444,7 +467,7 @@ func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
 		}
 	}
 	p := MakePlan(PlanInput{
-		Listing: list, Entries: entries, Initialized: !r.meta.Initialized.IsZero(),
+		Listing: list, Entries: entries, IDs: ids, Occurrences: occ, Initialized: !r.meta.Initialized.IsZero(),
 		Sinks: a.Sinks, SinkConfig: r.SinkConfig, SkipExisting: a.SkipExisting,
 		MaxMessageSize: a.MaxMessageSize, Keep: a.Keep, Now: r.now(), Floor: r.floor,
 	})

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pophook/pophook/sinks"
 )
@@ -130,11 +134,44 @@ func (p Problem) Summary() string {
 func (p Problem) Unwrap() error { return p.Err }
 
 // Line is the problem in one line, naming the account and the message.
+// The UIDL and the error text can come from the server, and the line ends
+// up on a terminal: anything not printable is written as an escape.
 func (p Problem) Line(account string) string {
 	if p.UIDL == "" {
-		return fmt.Sprintf("account %s: %s", account, p.Error())
+		return fmt.Sprintf("account %s: %s", account, escapeUnprintable(p.Error()))
 	}
-	return fmt.Sprintf("account %s, message %s: %s", account, p.UIDL, p.Error())
+	return fmt.Sprintf("account %s, message %s: %s", account, escapeUnprintable(p.UIDL), escapeUnprintable(p.Error()))
+}
+
+// escapeUnprintable writes control characters, bytes that are not UTF-8
+// and other unprintable runes as Go escapes (\x1b, \n, \xff), leaving
+// the rest, CJK included, as it is.
+func escapeUnprintable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // EventKind says what an Event reports.

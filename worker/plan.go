@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pophook/pophook/state"
@@ -15,7 +16,11 @@ type PlanInput struct {
 	Listing []pop3.MessageInfo
 	// Entries are the ledger's records of the listed messages, by entry
 	// id (see EntryIDs).
-	Entries     map[string]*state.Entry
+	Entries map[string]*state.Entry
+	// IDs, when set, are the ledger ids of the listed messages (see
+	// MatchIDs); by default EntryIDs numbers them.
+	IDs         []string
+	Occurrences []int
 	Initialized bool // the account had a complete listing before
 
 	Sinks []string
@@ -66,7 +71,10 @@ type Pending struct {
 // I/O.
 func MakePlan(in PlanInput) Plan {
 	var p Plan
-	ids, occ := EntryIDs(in.Listing)
+	ids, occ := in.IDs, in.Occurrences
+	if ids == nil {
+		ids, occ = EntryIDs(in.Listing)
+	}
 	seen := in.Now
 	if seen.Before(in.Floor) {
 		seen = in.Floor
@@ -171,6 +179,77 @@ func EntryIDs(list []pop3.MessageInfo) (ids []string, occ []int) {
 		occ[i] = seen[m.UID]
 		ids[i] = state.EntryID(m.UID, occ[i])
 		seen[m.UID]++
+	}
+	return ids, occ
+}
+
+// Reused names the UIDLs whose ledger ids EntryIDs alone may get wrong:
+// listed more than once, or listed under an id whose message was deleted
+// (a later occurrence may then be the one still on the server).
+func Reused(list []pop3.MessageInfo, ids []string, entries map[string]*state.Entry) []string {
+	count := map[string]int{}
+	for _, m := range list {
+		count[m.UID]++
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i, m := range list {
+		e := entries[ids[i]]
+		if !seen[m.UID] && (count[m.UID] > 1 || (e != nil && !e.DeletedAt.IsZero())) {
+			seen[m.UID] = true
+			out = append(out, m.UID)
+		}
+	}
+	return out
+}
+
+// MatchIDs renumbers the listed messages of each UIDL in families (every
+// entry on record under it, see state.Account.Family). The server lists
+// messages in the order they arrived, and EntryIDs numbered them in that
+// order when they were first seen; but once one of them is deleted the
+// survivors move up, and numbering by position would take a survivor for
+// the deleted message, reused for a new one, and send it again under
+// another key. So the messages listed under a UIDL take, in order, the
+// ids of its entries still on the server, then those of deleted ones
+// (a new message under a reused id), then unused numbers.
+//
+// Where another client removed one of several identical UIDLs, this can
+// still pair a message with the wrong entry, as positions could; content
+// checks at fetch (handle) catch it for messages not yet delivered.
+func MatchIDs(list []pop3.MessageInfo, ids []string, occ []int, families map[string][]*state.Entry) ([]string, []int) {
+	ids, occ = slices.Clone(ids), slices.Clone(occ)
+	type slots struct {
+		free []int // occurrences to hand out, in order
+		next int   // the first number no entry uses
+	}
+	byUID := map[string]*slots{}
+	for uid, fam := range families {
+		var live, gone []int
+		next := 0
+		for _, e := range fam {
+			if e.DeletedAt.IsZero() {
+				live = append(live, e.Occurrence)
+			} else {
+				gone = append(gone, e.Occurrence)
+			}
+			next = max(next, e.Occurrence+1)
+		}
+		slices.Sort(live)
+		slices.Sort(gone)
+		byUID[uid] = &slots{free: append(live, gone...), next: next}
+	}
+	for i, m := range list {
+		s := byUID[m.UID]
+		if s == nil {
+			continue
+		}
+		if len(s.free) > 0 {
+			occ[i], s.free = s.free[0], s.free[1:]
+		} else {
+			occ[i] = s.next
+			s.next++
+		}
+		ids[i] = state.EntryID(m.UID, occ[i])
 	}
 	return ids, occ
 }

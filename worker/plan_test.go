@@ -202,6 +202,37 @@ func TestEntryIDs(t *testing.T) {
 	}
 }
 
+// Once one of several messages under a UIDL is deleted, the survivors keep
+// their entries rather than move up into the deleted one's; new arrivals
+// take the deleted ids (a new generation), then unused numbers.
+func TestMatchIDs(t *testing.T) {
+	gone := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
+	list := []pop3.MessageInfo{{UID: "a"}, {UID: "b"}, {UID: "a"}, {UID: "a"}}
+	ids, occ := EntryIDs(list)
+	families := map[string][]*state.Entry{"a": {
+		{UIDL: "a", Occurrence: 2},
+		{UIDL: "a", DeletedAt: gone},
+		{UIDL: "a", Occurrence: 1},
+	}}
+	ids, occ = MatchIDs(list, ids, occ, families)
+	if !slices.Equal(ids, []string{"a 1", "b", "a 2", "a"}) || !slices.Equal(occ, []int{1, 0, 2, 0}) {
+		t.Errorf("ids %q, occ %v", ids, occ)
+	}
+	// More listed than on record: fresh numbers after the highest.
+	list = append(list, pop3.MessageInfo{UID: "a"})
+	ids, occ = EntryIDs(list)
+	ids, _ = MatchIDs(list, ids, occ, families)
+	if ids[4] != "a 3" {
+		t.Errorf("ids %q: a fifth message under a should be a 3", ids)
+	}
+	if r := Reused(list[:2], []string{"a", "b"}, map[string]*state.Entry{"a": {UIDL: "a", DeletedAt: gone}}); !slices.Equal(r, []string{"a"}) {
+		t.Errorf("Reused = %q, want a (listed under a deleted id)", r)
+	}
+	if r := Reused(list[:2], []string{"a", "b"}, map[string]*state.Entry{"a": {UIDL: "a"}}); r != nil {
+		t.Errorf("Reused = %q, want none", r)
+	}
+}
+
 func TestKeepShouldDelete(t *testing.T) {
 	now := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
 	for _, tt := range []struct {

@@ -60,7 +60,10 @@ func (r *run) quit() {
 // prune ages the ledger entries of messages the complete listing no longer
 // holds (see state.Account.Prune).
 func (r *run) prune(list []pop3.MessageInfo) error {
-	ids, _ := EntryIDs(list)
+	ids := r.ids // as the plan matched them
+	if ids == nil {
+		ids, _ = EntryIDs(list)
+	}
 	listed := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		listed[id] = true
