@@ -14,8 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pophook/pophook/internal/shard"
 	"github.com/pophook/pophook/sinks/webhook"
@@ -192,15 +195,61 @@ func (s Sink) LogValue() slog.Value { return slog.AnyValue(s.redacted()) }
 func (s Sink) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
 
 // Problems lists everything wrong with a configuration, one line each,
-// each line starting with the variable's name.
+// each line starting with the variable's name (see problemLine: whatever
+// a name or a value holds, a line never breaks in two).
 type Problems []string
 
 func (p *Problems) Error() string { return strings.Join(*p, "\n") }
 
-func (p *Problems) add(name string, err error) { *p = append(*p, name+": "+err.Error()) }
+func (p *Problems) add(name string, err error) { *p = append(*p, problemLine(name, err.Error())) }
 
 func (p *Problems) addf(name, format string, args ...any) {
-	*p = append(*p, name+": "+fmt.Sprintf(format, args...))
+	*p = append(*p, problemLine(name, fmt.Sprintf(format, args...)))
+}
+
+// problemLine makes "NAME: text" for a problem or warning, always one
+// line that starts with the variable's name: an odd name (any character
+// other than A-Z, a-z, 0-9 and _) is quoted, and whatever in text is not
+// printable (a line break in a value a parser's error repeats as it was
+// written) is escaped as in a Go string.
+func problemLine(name, text string) string {
+	return displayName(name) + ": " + escapeText(text)
+}
+
+// displayName gives name as it is, or quoted (%q) if it holds anything
+// other than A-Z, a-z, 0-9 and _.
+func displayName(name string) string {
+	odd := strings.ContainsFunc(name, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_')
+	})
+	if name == "" || odd {
+		return strconv.Quote(name)
+	}
+	return name
+}
+
+// escapeText escapes, as strconv.Quote would, every rune of s that is not
+// printable and every byte that is not UTF-8, leaving the rest (and any
+// quotes) as they are.
+func escapeText(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r == utf8.RuneError || !unicode.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case unicode.IsPrint(r):
+			b.WriteString(s[:size])
+		default:
+			q := strconv.QuoteRune(r) // '\n', '\x01', '\u2028'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[size:]
+	}
+	return b.String()
 }
 
 func (p *Problems) required(name string) { p.addf(name, "required") }

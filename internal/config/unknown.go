@@ -40,7 +40,7 @@ func unknownVariables(p *Problems, accounts []string, sinks map[string]*Sink) (w
 		if text, mistake := describeUnknown(name, accounts, sinks, candidates); mistake {
 			p.addf(name, "%s", text)
 		} else {
-			warnings = append(warnings, name+": "+text)
+			warnings = append(warnings, problemLine(name, text))
 		}
 	}
 	return warnings
