@@ -94,10 +94,15 @@ func retryableStatus(code int) bool {
 func (d *delivery) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	d.attempts++
 	if err != nil {
-		d.last = d.transportError(err)
 		if ctx.Err() != nil {
+			// The budget (or a stop) cut this attempt short: what the
+			// receiver answered before says more than "deadline exceeded".
+			if d.last == nil {
+				d.last = d.transportError(err)
+			}
 			return false, ctx.Err()
 		}
+		d.last = d.transportError(err)
 		if isCertError(err) {
 			// Retrying cannot help; the operator must fix trust.
 			d.giveUp = "the server's TLS certificate was not accepted"
