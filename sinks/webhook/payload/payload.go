@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"regexp"
 	"strconv"
@@ -189,6 +190,17 @@ type analysis struct {
 	references                 []string
 	from                       *address
 	replyTo, to, cc            []address
+
+	copyBuf []byte // for the bodies of every part, in every pass
+}
+
+// copyBuffer returns the buffer the passes copy part bodies through: one
+// for the message, not one per part.
+func (a *analysis) copyBuffer() []byte {
+	if a.copyBuf == nil {
+		a.copyBuf = make([]byte, 32<<10)
+	}
+	return a.copyBuf
 }
 
 func analyze(raw *io.SectionReader, mailbox string) (*analysis, error) {
@@ -279,7 +291,7 @@ func (a *analysis) collect(p *part, body io.Reader) error {
 		mb = &capBuffer{max: 64 << 10}
 		ws = append(ws, mb)
 	}
-	n, err := io.Copy(io.MultiWriter(ws...), body)
+	n, err := io.CopyBuffer(io.MultiWriter(ws...), body, a.copyBuffer())
 	p.size, p.sum = n, h.Sum(nil)
 	if tb != nil {
 		a.rawText, a.cutText = tb.b, tb.cut
@@ -362,7 +374,7 @@ func (a *analysis) recapture(raw *io.SectionReader, text, html int) error {
 			return nil
 		}
 		b := &capBuffer{max: maxBody}
-		if _, err := io.Copy(b, body); err != nil && rr.err != nil {
+		if _, err := io.CopyBuffer(b, body, a.copyBuffer()); err != nil && rr.err != nil {
 			return err
 		}
 		*dst, *cut = b.b, b.cut
@@ -678,7 +690,7 @@ func (a *analysis) writeAttachments(j *jsonWriter, raw *io.SectionReader, limit 
 		}
 		j.raw(`,"content":"`)
 		enc := base64.NewEncoder(base64.StdEncoding, j)
-		io.Copy(enc, body) // a body cut short was reported by the first pass
+		io.CopyBuffer(enc, body, a.copyBuffer()) // a body cut short was reported by the first pass
 		enc.Close()
 		j.raw(`"}`)
 		return j.err
@@ -723,15 +735,42 @@ func (a *analysis) writeAttachments(j *jsonWriter, raw *io.SectionReader, limit 
 	return nil
 }
 
-// problemList collects parse errors, each once, up to maxProblems.
+// problemList collects parse errors, each once, up to maxProblems; the
+// rest are counted. Memory stays bounded whatever the message holds: the
+// problems not listed are remembered only as hashes, at most
+// maxUnlisted of them, and beyond that counted with their repeats.
 type problemList struct {
-	l       []string
-	seen    map[string]bool
-	dropped int
+	l        []string
+	seen     map[string]bool // the problems listed
+	unlisted map[uint64]struct{}
+	dropped  int
 }
 
+const maxUnlisted = 4096
+
+var problemSeed = maphash.MakeSeed()
+
 func (l *problemList) add(s string) {
-	s = strings.ToValidUTF8(s, "?")
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
+	if len(l.l) >= maxProblems {
+		if l.seen[s] {
+			return
+		}
+		h := maphash.String(problemSeed, s)
+		if _, dup := l.unlisted[h]; dup {
+			return
+		}
+		if l.unlisted == nil {
+			l.unlisted = map[uint64]struct{}{}
+		}
+		if len(l.unlisted) < maxUnlisted {
+			l.unlisted[h] = struct{}{}
+		}
+		l.dropped++
+		return
+	}
 	if l.seen[s] {
 		return
 	}
@@ -739,10 +778,6 @@ func (l *problemList) add(s string) {
 		l.seen = map[string]bool{}
 	}
 	l.seen[s] = true
-	if len(l.l) >= maxProblems {
-		l.dropped++
-		return
-	}
 	l.l = append(l.l, s)
 }
 

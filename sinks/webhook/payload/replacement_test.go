@@ -122,6 +122,10 @@ func TestReplacementsReported(t *testing.T) {
 			"attachment filename", "part 2: file name: "},
 		{"file name, raw 8-bit", attachmentMsg("Content-Type: application/pdf", "Content-Disposition: attachment; filename=\"caf\x81.pdf\""),
 			"attachment filename", "part 2: file name: "},
+		{"file name of a single-part message, RFC 2231 in an unknown charset",
+			crlfJoin("Content-Type: application/pdf; name*0*=x-unknown''caf%81; name*1=.pdf", "", "%PDF"), "attachment filename", "part 1: file name: "},
+		{"file name of a single-part message, encoded word", crlfJoin(`Content-Type: application/pdf; name="`+word("gbk")+`.pdf"`, "", "%PDF"),
+			"attachment filename", "part 1: file name: "},
 		{"file name from an attached message's subject", attachmentMsg("Content-Type: message/rfc822"), "attachment filename", "part 2: file name from the attached message's Subject: "},
 		{"Content-ID", attachmentMsg("Content-Type: image/png", "Content-ID: <img"+bad+"@x>"), "attachment content_id", "part 2: Content-ID: "},
 	} {

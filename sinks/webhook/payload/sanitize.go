@@ -135,6 +135,23 @@ func newPartFilter(r io.Reader, boundary string, where func(int) string, report 
 	}
 }
 
+// reset makes a part filter made by newPartFilter read the multipart body
+// r, keeping its buffers (those of an over-long line excepted).
+func (f *headerFilter) reset(r io.Reader, boundary string, where func(int) string) {
+	f.br.Reset(r)
+	f.delim = append(append(f.delim[:0], "--"...), boundary...)
+	f.where = where
+	f.inHeader, f.first, f.hasField, f.size, f.dropped = false, false, false, 0, false
+	f.lineStart, f.skipLine, f.child = true, false, 0
+	f.out, f.pending, f.err = nil, nil, nil
+	if cap(f.line) > 4<<10 {
+		f.line = nil
+	}
+	if cap(f.obuf) > 4<<10 {
+		f.obuf = nil
+	}
+}
+
 func (f *headerFilter) problem(format string, args ...any) {
 	if f.report != nil {
 		f.report(f.where(f.child) + ": " + fmt.Sprintf(format, args...))

@@ -51,6 +51,26 @@ type walker struct {
 	onHeader func(textproto.Header)
 	leaves   int
 	capped   bool
+	// filters holds a part filter for each depth of multipart, reused
+	// from one multipart to the next: a message of many small multiparts
+	// would otherwise allocate its buffers anew for every one.
+	filters []*headerFilter
+}
+
+// partFilter returns the part filter for a multipart at depth, reset to
+// read body.
+func (w *walker) partFilter(depth int, body io.Reader, boundary string, where func(int) string) *headerFilter {
+	for len(w.filters) <= depth {
+		w.filters = append(w.filters, nil)
+	}
+	f := w.filters[depth]
+	if f == nil {
+		f = newPartFilter(body, boundary, where, w.report)
+		w.filters[depth] = f
+		return f
+	}
+	f.reset(body, boundary, where)
+	return f
 }
 
 // errStop ends a walk early without error.
@@ -118,29 +138,29 @@ func pathString(path []int) string {
 }
 
 // contentType returns the media type and parameters of a header, with
-// RFC 2045's default for a missing or unreadable one.
-func (w *walker) contentType(h textproto.Header, where string, c ctx) (string, map[string]string) {
+// RFC 2045's default for a missing or unreadable one, and the parameters
+// that did not decode cleanly (for paramProblems).
+func (w *walker) contentType(h textproto.Header, where string, c ctx) (string, map[string]string, map[string]string) {
 	v := h.Get("Content-Type")
 	def := "text/plain"
 	if c.digest {
 		def = "message/rfc822"
 	}
 	if strings.TrimSpace(v) == "" {
-		return def, map[string]string{}
+		return def, map[string]string{}, nil
 	}
 	t, params, ok, probs := parseParamsReport(v)
 	if !ok {
 		w.problem("%s: %s", where, describeParams("Content-Type", v))
 	}
-	w.paramProblems(where, "Content-Type", probs)
-	if i := strings.IndexByte(t, '/'); i <= 0 || i == len(t)-1 || strings.ContainsAny(t, " \t\"") || !isASCIIStr(t) {
-		w.problem("%s: invalid Content-Type %q; read as %s", where, clip(v, 60), def)
-		return def, params
-	}
 	if params == nil {
 		params = map[string]string{}
 	}
-	return t, params
+	if i := strings.IndexByte(t, '/'); i <= 0 || i == len(t)-1 || strings.ContainsAny(t, " \t\"") || !isASCIIStr(t) {
+		w.problem("%s: invalid Content-Type %q; read as %s", where, clip(v, 60), def)
+		return def, params, probs
+	}
+	return t, params, probs
 }
 
 func (w *walker) walkEntity(h textproto.Header, body io.Reader, path []int, c ctx) error {
@@ -148,9 +168,10 @@ func (w *walker) walkEntity(h textproto.Header, body io.Reader, path []int, c ct
 	if len(path) == 0 {
 		where = "message"
 	}
-	mt, params := w.contentType(h, where, c)
+	mt, params, probs := w.contentType(h, where, c)
 	if strings.HasPrefix(mt, "multipart/") {
 		if len(path) >= maxDepth {
+			w.paramProblems(where, "Content-Type", probs)
 			w.problem("%s: multipart nested deeper than %d; not read", where, maxDepth)
 			return nil
 		}
@@ -159,9 +180,14 @@ func (w *walker) walkEntity(h textproto.Header, body io.Reader, path []int, c ct
 			w.problem("%s: %s without boundary; read as text/plain", where, mt)
 			mt, params = "text/plain", map[string]string{}
 		} else {
+			w.paramProblems(where, "Content-Type", probs)
 			return w.walkMultipart(mt, params, body, path, c)
 		}
 	}
+	// A leaf: the problems of its parameters (its file name among them)
+	// concern the part, "part 1" for a message that is a single part, as
+	// its other problems do.
+	w.paramProblems("part "+pathString(path), "Content-Type", probs)
 	return w.walkLeaf(h, mt, params, body, path, c)
 }
 
@@ -172,7 +198,7 @@ func (w *walker) walkMultipart(mt string, params map[string]string, body io.Read
 	}
 	sub := strings.TrimPrefix(mt, "multipart/")
 	childWhere := func(n int) string { return "part " + pathString(append(path[:len(path):len(path)], n)) }
-	f := newPartFilter(body, params["boundary"], childWhere, w.report)
+	f := w.partFilter(len(path), body, params["boundary"], childWhere)
 	mr := textproto.NewMultipartReader(f, params["boundary"])
 	start := trimID(params["start"])
 	n := 0
