@@ -35,7 +35,8 @@ const usage = `usage:
   pophook check [ACCOUNT...] connect, log in and probe the sinks; fetches, delivers and deletes nothing
   pophook ledger ...         what the ledger holds; retry or forget a message (pophook ledger for more)
   pophook oauth login --provider microsoft|google ACCOUNT
-                             sign in once (device code) and keep the refresh token
+                             sign in once (Microsoft: a device code; Google: the browser)
+                             and keep the refresh token
   pophook healthcheck        exit 0 when the local daemon is ready (for Docker HEALTHCHECK)
   pophook demo [--keep]      a complete run on this machine with sample mail: nothing to set up
   pophook version            print the version
