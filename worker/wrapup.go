@@ -26,8 +26,10 @@ func (r *run) deleteAndQuit() error {
 		}
 	}
 	if err := r.c.Quit(ctx); err != nil {
-		// Nothing was deleted; the ledger knows what to delete next time.
-		return fmt.Errorf("account %s: QUIT (deletions not applied): %w", r.Account.Name, err)
+		// The server may have applied the deletions and lost only its
+		// answer: the entries are not marked deleted, so the next listing
+		// says which are gone, and what is still there is deleted then.
+		return fmt.Errorf("account %s: QUIT (the deletions may not have been applied; the next run sees): %w", r.Account.Name, err)
 	}
 	now := r.now()
 	var deleted []*state.Entry

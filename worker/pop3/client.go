@@ -274,7 +274,11 @@ func (c *Client) noGreeting(gctx context.Context, err error) error {
 // client try), and fails rather than carrying on in clear text.
 func (c *Client) startTLS(ctx context.Context) error {
 	if _, err := c.cmd(ctx, "STLS", ""); err != nil {
-		return fmt.Errorf("pop3: STLS refused, not continuing without TLS: %w", err)
+		var refused *Error
+		if errors.As(err, &refused) {
+			return fmt.Errorf("pop3: STLS refused, not continuing without TLS: %w", err)
+		}
+		return fmt.Errorf("pop3: STLS: %w", err)
 	}
 	if c.br.Buffered() > 0 {
 		// Bytes after the STLS reply would be injected into the TLS
