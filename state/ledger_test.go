@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -270,5 +271,42 @@ func TestFindUpdateCount(t *testing.T) {
 	// An account the ledger has never seen.
 	if err := l.Account("new\x00u").Update("x", func(e *Entry) *Entry { return e }); err != nil {
 		t.Errorf("Update on a new account: %v", err)
+	}
+}
+
+// One damaged meta page makes bbolt open the file at the transaction
+// before the newest; after PutBatch that older state holds the batch too.
+func TestPutBatchSurvivesOneDamagedMetaPage(t *testing.T) {
+	for _, page := range []int{0, 1} {
+		dir := t.TempDir()
+		l := open(t, dir)
+		a := l.Account(AccountID("pop.example.com", "bob"))
+		now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+		if err := a.Put(&Entry{UIDL: "before", FirstSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PutBatch(&Entry{UIDL: "b1", FirstSeen: now}, &Entry{UIDL: "b2", FirstSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		path := filepath.Join(dir, FileName)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const meta = 16 // page header; the meta's page size is 8 bytes in
+		ps := int(binary.LittleEndian.Uint32(b[meta+8:]))
+		for i := range ps {
+			b[page*ps+i] = byte(i*7 + 3)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l = open(t, dir)
+		got, err := l.Account(AccountID("pop.example.com", "bob")).Get([]string{"before", "b1", "b2"})
+		if err != nil || len(got) != 3 {
+			t.Errorf("meta page %d damaged: got %d of 3 entries (%v): the batch was lost with it", page, len(got), err)
+		}
+		l.Close()
 	}
 }

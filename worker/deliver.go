@@ -166,8 +166,26 @@ func (r *run) fetch(work []*Pending) error {
 	// A stop is noticed while the fetcher is still reading, not only when
 	// the next message is ready.
 	stopping := r.stop.Done()
+	// A batch of results is committed after commitDelay even when no
+	// next message comes to close it (a large RETR, a slow server).
+	var flush <-chan time.Time
+	var flushTimer *time.Timer
+	defer func() {
+		if flushTimer != nil {
+			flushTimer.Stop()
+		}
+	}()
 	for in := ready; in != nil; {
+		if flush == nil && len(r.unsaved.entries) > 0 {
+			flushTimer = time.NewTimer(max(commitDelay-time.Since(r.unsaved.since), 0))
+			flush = flushTimer.C
+		}
 		select {
+		case <-flush:
+			flush = nil
+			if err := r.commit(); err != nil && stopped == nil {
+				end(err)
+			}
 		case <-stopping:
 			stopping = nil
 			if stopped == nil {
@@ -297,20 +315,70 @@ func (r *run) handle(it fetched) error {
 		r.emit(Event{Kind: EventSinkDone, UIDL: e.UIDL, Key: e.Key, Size: size, Sink: name,
 			Outcome: sinks.Classify(err), Took: time.Since(start)})
 		r.record(e, name, err)
-		// Commit before anything else happens: this is what makes a
-		// crash repeat at most the delivery in flight.
-		if err := r.ledger.Put(e); err != nil {
-			return fmt.Errorf("ledger: %w", err)
-		}
-		log.Debug("recorded")
+		r.unsaved.add(e, time.Now())
 	}
 	if e.Delivered(r.Account.Sinks) {
 		r.res.Delivered++
 		r.emit(Event{Kind: EventDelivered, UIDL: e.UIDL, Key: e.Key, Size: size})
 		if e.Suspect == "" && r.Account.Keep.ShouldDelete(e.FirstSeen, r.now()) {
-			r.dele = append(r.dele, p)
+			r.unsaved.dele = append(r.unsaved.dele, p)
 		}
 	}
+	if r.unsaved.due(time.Now()) {
+		return r.commit()
+	}
+	return nil
+}
+
+// The results of a few deliveries are committed to the ledger together:
+// a commit costs an fsync or two, as much as a small message takes to
+// fetch. What a crash can repeat grows from the delivery in flight to the
+// deliveries not yet committed: at most commitMessages messages, and a
+// batch is closed after commitDelay even while the next RETR is read.
+// Every repeat carries the key of the first delivery, and nothing is
+// deleted before its batch is committed.
+const (
+	commitMessages = 32
+	commitDelay    = time.Second
+)
+
+// unsaved holds the entries changed since the last commit, and the
+// messages that are to be deleted once they are committed.
+type unsaved struct {
+	entries []*state.Entry
+	dele    []*Pending
+	since   time.Time // when the oldest change was made
+}
+
+func (u *unsaved) add(e *state.Entry, now time.Time) {
+	if len(u.entries) == 0 {
+		u.since = now
+	}
+	u.entries = appendOnce(u.entries, e)
+}
+
+func (u *unsaved) due(now time.Time) bool {
+	return len(u.entries) >= commitMessages || (len(u.entries) > 0 && now.Sub(u.since) >= commitDelay)
+}
+
+// commit writes the unsaved entries in one transaction and only then
+// lets their messages be deleted.
+func (r *run) commit() error {
+	u := &r.unsaved
+	if len(u.entries) == 0 {
+		return nil
+	}
+	if err := r.ledger.PutBatch(u.entries...); err != nil {
+		// Not deleted, and offered again under the same keys: the same
+		// as a crash at this point.
+		u.entries, u.dele = nil, nil
+		return fmt.Errorf("ledger: %w", err)
+	}
+	for _, e := range u.entries {
+		r.log.Debug("recorded", "uidl", e.UIDL, "key", e.Key)
+	}
+	r.dele = append(r.dele, u.dele...)
+	u.entries, u.dele = nil, nil
 	return nil
 }
 

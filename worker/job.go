@@ -169,6 +169,8 @@ type run struct {
 	// that one message the server (or the path to it) always cuts does not
 	// hold up the rest of the mailbox.
 	cut map[string]bool
+	// unsaved are results not yet committed (see commit).
+	unsaved unsaved
 	// floor is the latest time the ledger has recorded for the account.
 	floor time.Time
 
@@ -332,6 +334,12 @@ func (r *run) session() error {
 	}
 	r.aborted = false
 	fetchErr := r.fetch(plan.Fetch)
+	// What was delivered is on record before anything is deleted, and
+	// before a new session plans from the ledger.
+	if err := r.commit(); err != nil {
+		r.quit()
+		return fmt.Errorf("account %s: %w", a.Name, err)
+	}
 	if errors.Is(fetchErr, errAgain) {
 		return errAgain
 	}
