@@ -205,13 +205,23 @@ func missingSince(raw []byte) (time.Time, error) {
 		err := decodeEntry(raw, e)
 		return e.MissingSince, err
 	}
+	// The whole record is read, as decodeEntry reads it: a record it
+	// refuses is refused here too, and a repeated field counts as it does
+	// there, by its last value.
 	d := &decoder{b: raw[1:]}
+	var since time.Time
 	for d.err == nil {
 		switch tag := d.uvarint(); tag {
 		case tagEnd:
-			return time.Time{}, d.err
+			if d.err == nil && len(d.b) != 0 {
+				d.err = errRecord
+			}
+			if d.err != nil {
+				break
+			}
+			return since, nil
 		case tagMissingSince:
-			return d.time(), d.err
+			since = d.time()
 		case tagUIDL, tagSHA256, tagKey, tagSuspect:
 			d.skip()
 		case tagOccurrence, tagGeneration, tagSize, tagSizeLimit:
