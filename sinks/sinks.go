@@ -25,6 +25,16 @@ type Sink interface {
 	Deliver(ctx context.Context, m *Message) error
 }
 
+// Flusher is implemented by sinks whose deliveries become durable only
+// when Flush returns: the Maildir sink fsyncs a directory once for many
+// messages rather than once per message. The worker calls Flush before it
+// records a batch of deliveries in the ledger, and so before any DELE; an
+// error means the deliveries since the last Flush may not survive a
+// crash, and they are not recorded.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
 // Checker is implemented by sinks that can test their receiver without
 // handing it a message, for pophook check. It says what it found, in one
 // line, or why the receiver cannot work. ping allows a test that the

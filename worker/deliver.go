@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -316,6 +317,9 @@ func (r *run) handle(it fetched) error {
 			Outcome: sinks.Classify(err), Took: time.Since(start)})
 		r.record(e, name, err)
 		r.unsaved.add(e, time.Now())
+		if err == nil {
+			r.unsaved.delivered(name, e)
+		}
 	}
 	if e.Delivered(r.Account.Sinks) {
 		r.res.Delivered++
@@ -348,6 +352,16 @@ type unsaved struct {
 	entries []*state.Entry
 	dele    []*Pending
 	since   time.Time // when the oldest change was made
+	// bySink are the entries each sink took in this batch, for sinks
+	// that must be flushed before the batch is recorded.
+	bySink map[string][]*state.Entry
+}
+
+func (u *unsaved) delivered(sink string, e *state.Entry) {
+	if u.bySink == nil {
+		u.bySink = map[string][]*state.Entry{}
+	}
+	u.bySink[sink] = append(u.bySink[sink], e)
 }
 
 func (u *unsaved) add(e *state.Entry, now time.Time) {
@@ -368,18 +382,45 @@ func (r *run) commit() error {
 	if len(u.entries) == 0 {
 		return nil
 	}
+	defer func() { *u = unsaved{} }()
+	r.flush(u)
 	if err := r.ledger.PutBatch(u.entries...); err != nil {
 		// Not deleted, and offered again under the same keys: the same
 		// as a crash at this point.
-		u.entries, u.dele = nil, nil
 		return fmt.Errorf("ledger: %w", err)
 	}
 	for _, e := range u.entries {
 		r.log.Debug("recorded", "uidl", e.UIDL, "key", e.Key)
 	}
 	r.dele = append(r.dele, u.dele...)
-	u.entries, u.dele = nil, nil
 	return nil
+}
+
+// flush makes durable what each sinks.Flusher took in the batch. A sink
+// whose flush fails has not delivered those messages after all: they are
+// recorded as failed for it (so not deleted) and the sink rests for the
+// rest of the run, as after any failure.
+func (r *run) flush(u *unsaved) {
+	for _, name := range r.Account.Sinks {
+		f, ok := r.Sinks[name].(sinks.Flusher)
+		if !ok || len(u.bySink[name]) == 0 {
+			continue
+		}
+		err := f.Flush(r.ctx)
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("making the last %d deliveries durable: %w", len(u.bySink[name]), err)
+		for _, e := range u.bySink[name] {
+			wasDelivered := e.Delivered(r.Account.Sinks)
+			e.Sink(name).DeliveredAt = time.Time{}
+			r.record(e, name, err)
+			if wasDelivered {
+				r.res.Delivered--
+			}
+		}
+		u.dele = slices.DeleteFunc(u.dele, func(p *Pending) bool { return !p.Entry.Delivered(r.Account.Sinks) })
+	}
 }
 
 // record notes one sink's outcome in the entry.

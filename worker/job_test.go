@@ -560,3 +560,64 @@ func TestLoginAuditLog(t *testing.T) {
 		t.Error("the password is in the log")
 	}
 }
+
+// flushingRecorder is a sink whose deliveries count only once Flush
+// returns (sinks.Flusher), as the Maildir sink's do.
+type flushingRecorder struct {
+	recorder
+	flushes  int
+	flushErr error
+}
+
+func (f *flushingRecorder) Flush(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushes++
+	return f.flushErr
+}
+
+// A batch is flushed once before it is recorded, and a failed flush
+// records the batch as not delivered to that sink: nothing is deleted,
+// and the next run offers the messages again under the same keys.
+func TestFlushBeforeRecord(t *testing.T) {
+	s := pop3test.NewTLSServer(pop3test.Options{Pipelining: true})
+	defer s.Close()
+	s.SetMailbox("alice", messages(5, "Subject: m%d\n\nbody\n"))
+	archive := &flushingRecorder{flushErr: errors.New("fsync: input/output error")}
+	hook := &recorder{}
+	e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"archive": archive, "hook": hook})
+	res, err := e.job.Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if archive.flushes != 1 {
+		t.Errorf("%d flushes for one batch, want 1", archive.flushes)
+	}
+	if n := len(s.Messages("alice")); n != 5 || res.Deleted != 0 || res.Delivered != 0 {
+		t.Errorf("after a failed flush: %d left, result %+v: want all 5 kept and none counted delivered", n, res)
+	}
+	failed := 0
+	for _, p := range res.Problems {
+		if p.Sink == "archive" && strings.Contains(p.Error(), "input/output error") {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Errorf("the failed flush is not reported: %v", res.Problems)
+	}
+	first := archive.keys()
+	archive.flushErr = nil
+	res = e.run()
+	if n := len(s.Messages("alice")); n != 0 || res.Deleted != 5 {
+		t.Errorf("after a good flush: %d left, result %+v", n, res)
+	}
+	again := archive.keys()
+	for k := range first {
+		if again[k] != 2 {
+			t.Errorf("key %s offered %d times to the archive, want twice under the same key", k, again[k])
+		}
+	}
+	if n := hook.count(); n != 5 {
+		t.Errorf("the webhook got %d deliveries, want 5: its deliveries were recorded despite the archive's failure", n)
+	}
+}

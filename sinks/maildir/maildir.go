@@ -2,8 +2,10 @@
 // Maildir (cur/, new/, tmp/), with LF line endings, the Unix convention
 // that Dovecot, mpop and every MDA follow.
 //
-// A message is written to tmp/, fsynced, hard-linked into new/ (never
-// renamed onto an existing name) and new/ is fsynced. The file name
+// A message is written to tmp/, fsynced, and hard-linked into new/ (never
+// renamed onto an existing name); new/ is fsynced by Flush, once for all
+// the messages linked since the last one, which the worker calls before
+// it records them as delivered (see sinks.Flusher). The file name
 // carries the message's idempotency key in its unique part,
 //
 //	<unixsec>.K<key>.<host>,S=<size>
@@ -27,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +46,10 @@ const (
 	maxHost  = 64
 )
 
-var _ sinks.Sink = (*Sink)(nil)
+var (
+	_ sinks.Sink    = (*Sink)(nil)
+	_ sinks.Flusher = (*Sink)(nil)
+)
 
 // Sink delivers into a Maildir (cur/, new/, tmp/).
 type Sink struct {
@@ -59,6 +65,14 @@ type Sink struct {
 	// inflight holds the key tokens being delivered right now; the channel
 	// is closed when that delivery ends.
 	inflight map[string]chan struct{}
+
+	// linked counts the files linked into new/; synced is the count new/
+	// was last fsynced at (under syncMu). A Flush that finds synced at or
+	// past the count it needs knows an fsync that began after its links
+	// has completed.
+	linked atomic.Uint64
+	syncMu sync.Mutex
+	synced uint64
 }
 
 // New returns a sink for dir; it creates dir and its cur/new/tmp (0700)
@@ -98,9 +112,10 @@ func New(dir string, logger *slog.Logger) (*Sink, error) {
 }
 
 // Deliver stores m in new/ atomically: write to tmp/, fsync the file,
-// link into new/, fsync new/. It returns nil when the message is stored
-// or when a message with the same idempotency key (m.Key) is already in
-// new/ or cur/ (a repeat after a crash), which is logged and skipped.
+// link into new/; the message is durable once Flush returns. It returns
+// nil when the message is stored or when a message with the same
+// idempotency key (m.Key) is already in new/ or cur/ (a repeat after a
+// crash), which is logged and skipped.
 //
 // No error is a rejection: the message is never at fault. A read-only
 // file system, a permission problem or a directory that vanished make the
@@ -299,12 +314,29 @@ func (s *Sink) store(ctx context.Context, m *sinks.Message, tok string) (name st
 		}
 		return "", 0, fmt.Errorf("maildir %s: moving message into %s%s: %w", s.dir, newDir, hint(err), err)
 	}
-	if err := atomicfile.SyncDir(newDir); err != nil {
-		// The file is not durable: take it back so a retry starts clean.
-		os.Remove(dst)
-		return "", 0, fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(err), err)
-	}
+	s.linked.Add(1)
 	return name, size, nil
+}
+
+// Flush makes the messages linked into new/ so far durable: one fsync of
+// new/ for all of them.
+func (s *Sink) Flush(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	target := s.linked.Load()
+	if s.synced >= target {
+		return nil
+	}
+	newDir := filepath.Join(s.dir, "new")
+	if err := atomicfile.SyncDir(newDir); err != nil {
+		err = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(err), err)
+		if unfixable(err) {
+			return sinks.Unavailable(err)
+		}
+		return err
+	}
+	s.synced = target
+	return nil
 }
 
 // linkNoClobber makes dst a name of src, failing with an error matching

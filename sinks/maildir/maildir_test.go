@@ -695,3 +695,39 @@ func TestLinkNoClobber(t *testing.T) {
 		t.Errorf("existing file replaced: %q", b)
 	}
 }
+
+// Flush syncs new/ once for the messages linked since the last Flush, and
+// only then: with nothing new it does not touch the directory, and a
+// failure to sync is an error the worker sees (so it records nothing).
+func TestFlush(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	s := newSink(t, dir)
+	for _, k := range []string{"a", "b"} {
+		if err := s.Deliver(context.Background(), msg(k, []byte("Subject: "+k+"\r\n\r\nx\r\n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	// Nothing linked since: new/ is not opened (its absence goes unseen).
+	moved := dir + ".moved"
+	if err := os.Rename(filepath.Join(dir, "new"), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Errorf("Flush with nothing new: %v", err)
+	}
+	if err := os.Rename(moved, filepath.Join(dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Deliver(context.Background(), msg("c", []byte("Subject: c\r\n\r\nx\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "new"), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(context.Background()); err == nil || !strings.Contains(err.Error(), "syncing") {
+		t.Errorf("Flush after a link, with new/ gone: %v, want a sync error", err)
+	}
+}
