@@ -467,6 +467,24 @@ func (a *Account) SetMeta(m AccountMeta) error {
 // Get returns the entries for the given ids; ids without a record are
 // absent from the map.
 func (a *Account) Get(ids []string) (map[string]*Entry, error) {
+	var want map[string]bool
+	if len(ids) > walkAbove {
+		want = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			want[id] = true
+		}
+	}
+	return a.GetListed(ids, want)
+}
+
+// walkAbove is the number of ids above which Get reads the whole bucket
+// in key order rather than search the tree for each id.
+const walkAbove = 1000
+
+// GetListed is Get for a caller that already holds the ids as a set
+// (listed, which may be nil for a few ids): a listing of 100,000 messages
+// then costs one map, not two.
+func (a *Account) GetListed(ids []string, listed map[string]bool) (map[string]*Entry, error) {
 	out := make(map[string]*Entry, len(ids))
 	err := a.l.view(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, false)
@@ -486,13 +504,9 @@ func (a *Account) Get(ids []string) (map[string]*Entry, error) {
 		// Most of a large listing is on record (a poll that finds little
 		// new): one pass over the bucket in key order is then cheaper than
 		// a tree search per id.
-		if len(ids) > 1000 {
-			want := make(map[string]struct{}, len(ids))
-			for _, id := range ids {
-				want[id] = struct{}{}
-			}
+		if len(ids) > walkAbove && listed != nil {
 			return msgs.ForEach(func(k, v []byte) error {
-				if _, ok := want[string(k)]; !ok {
+				if !listed[string(k)] {
 					return nil
 				}
 				return decode(string(k), v)
@@ -506,6 +520,36 @@ func (a *Account) Get(ids []string) (map[string]*Entry, error) {
 			}
 		}
 		return nil
+	})
+	return out, err
+}
+
+// ErrStopped is returned by All when told to stop.
+var ErrStopped = errors.New("stopped")
+
+// All returns every entry of the account by id. It reads the whole
+// bucket in one pass, for a caller that will look most of them up (a
+// poll of a large mailbox) and wants to start before it knows which;
+// stop, checked as it goes, ends it early with ErrStopped.
+func (a *Account) All(stop *atomic.Bool) (map[string]*Entry, error) {
+	out := map[string]*Entry{}
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		var names sinkNames
+		return b.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			if stop != nil && stop.Load() {
+				return ErrStopped
+			}
+			e := &Entry{}
+			if err := decodeEntryNames(v, e, &names); err != nil {
+				return fmt.Errorf("entry %q: %w", k, err)
+			}
+			out[string(k)] = e
+			return nil
+		})
 	})
 	return out, err
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pophook/pophook/sinks"
@@ -163,7 +164,7 @@ type run struct {
 	credFP    string // fingerprint of the credential in use
 	refreshed bool   // a refused token was replaced once in this run
 	res       Result
-	ids       []string // ledger ids of the session's listing, as the plan matched them
+	listed    map[string]bool // ledger ids of the session's listing, as the plan matched them
 	// cut holds the ids of messages whose RETR the connection broke in
 	// this run: later sessions of the run leave them for the next run, so
 	// that one message the server (or the path to it) always cuts does not
@@ -299,6 +300,10 @@ func (r *run) session() error {
 		return err
 	}
 
+	// The ledger is read while the server lists: for a large mailbox both
+	// take a while, and the plan needs both.
+	early := r.readAhead()
+	defer early.cancel()
 	list, err := c.Scan(r.ctx)
 	switch {
 	case errors.Is(err, pop3.ErrPipeliningBroken):
@@ -316,7 +321,7 @@ func (r *run) session() error {
 	}
 	r.res.Listed = len(list)
 
-	plan, err := r.plan(list)
+	plan, err := r.plan(list, early)
 	if err != nil {
 		r.quit()
 		return err
@@ -445,14 +450,21 @@ func (r *run) loginFailed(err error) error {
 
 // plan loads the ledger's view of the listing, plans, and commits what
 // the plan records before anything is fetched.
-func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
+func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 	a := r.Account
-	ids, occ := EntryIDs(list)
-	entries, err := r.ledger.Get(ids)
+	ids, occ, listed := listingIDs(list)
+	var entries map[string]*state.Entry
+	var err error
+	if len(ids) > readAheadAbove {
+		entries, err = early.wait()
+	} else {
+		early.cancel()
+		entries, err = r.ledger.GetListed(ids, listed)
+	}
 	if err != nil {
 		return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
 	}
-	if reused := Reused(list, ids, entries); len(reused) > 0 {
+	if reused := Reused(list, ids, occ, entries); len(reused) > 0 {
 		families, err := r.ledger.Family(reused)
 		if err != nil {
 			return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
@@ -463,8 +475,12 @@ func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
 				entries[e.ID()] = e
 			}
 		}
+		listed = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			listed[id] = true
+		}
 	}
-	r.ids = ids
+	r.listed = listed
 	r.raiseFloor(r.meta.Initialized)
 	for _, e := range entries {
 		r.raiseFloor(e.FirstSeen)
@@ -500,6 +516,41 @@ func (r *run) plan(list []pop3.MessageInfo) (Plan, error) {
 		r.problem(pr)
 	}
 	return p, nil
+}
+
+// readAheadAbove is the listing size above which the plan uses the
+// entries read while the server listed, rather than look up each id.
+const readAheadAbove = 1000
+
+// entriesAhead reads all of an account's ledger entries in the background.
+type entriesAhead struct {
+	stop    atomic.Bool
+	done    chan struct{}
+	entries map[string]*state.Entry
+	err     error
+}
+
+func (r *run) readAhead() *entriesAhead {
+	e := &entriesAhead{done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		e.entries, e.err = r.ledger.All(&e.stop)
+	}()
+	return e
+}
+
+// wait returns every entry of the account.
+func (e *entriesAhead) wait() (map[string]*state.Entry, error) {
+	<-e.done
+	return e.entries, e.err
+}
+
+// cancel stops the read, for a listing small enough to look up id by id,
+// and waits for it to end: a read transaction left open would hold back
+// the ledger's writers.
+func (e *entriesAhead) cancel() {
+	e.stop.Store(true)
+	<-e.done
 }
 
 // problem records a problem in the result and reports it.

@@ -173,29 +173,48 @@ func appendOnce(l []*state.Entry, e *state.Entry) []*state.Entry {
 // when the server lists the same UIDL more than once, so that neither of
 // two messages under one id is taken for the other.
 func EntryIDs(list []pop3.MessageInfo) (ids []string, occ []int) {
-	ids, occ = make([]string, len(list)), make([]int, len(list))
-	seen := map[string]int{}
-	for i, m := range list {
-		occ[i] = seen[m.UID]
-		ids[i] = state.EntryID(m.UID, occ[i])
-		seen[m.UID]++
-	}
+	ids, occ, _ = listingIDs(list)
 	return ids, occ
+}
+
+// listingIDs is EntryIDs, and the set of the ids for the ledger's lookups
+// and its prune: one map for a listing that may hold 100,000 messages.
+func listingIDs(list []pop3.MessageInfo) (ids []string, occ []int, listed map[string]bool) {
+	ids, occ = make([]string, len(list)), make([]int, len(list))
+	listed = make(map[string]bool, len(list))
+	var repeats map[string]int // occurrences so far of UIDLs listed more than once
+	for i, m := range list {
+		id := m.UID
+		if listed[id] {
+			if repeats == nil {
+				repeats = map[string]int{}
+			}
+			repeats[m.UID]++
+			occ[i] = repeats[m.UID]
+			id = state.EntryID(m.UID, occ[i])
+		}
+		ids[i] = id
+		listed[id] = true
+	}
+	return ids, occ, listed
 }
 
 // Reused names the UIDLs whose ledger ids EntryIDs alone may get wrong:
 // listed more than once, or listed under an id whose message was deleted
 // (a later occurrence may then be the one still on the server).
-func Reused(list []pop3.MessageInfo, ids []string, entries map[string]*state.Entry) []string {
-	count := map[string]int{}
-	for _, m := range list {
-		count[m.UID]++
-	}
+func Reused(list []pop3.MessageInfo, ids []string, occ []int, entries map[string]*state.Entry) []string {
 	var out []string
-	seen := map[string]bool{}
+	var seen map[string]bool
 	for i, m := range list {
-		e := entries[ids[i]]
-		if !seen[m.UID] && (count[m.UID] > 1 || (e != nil && !e.DeletedAt.IsZero())) {
+		if occ[i] == 0 {
+			if e := entries[ids[i]]; e == nil || e.DeletedAt.IsZero() {
+				continue
+			}
+		}
+		if !seen[m.UID] {
+			if seen == nil {
+				seen = map[string]bool{}
+			}
 			seen[m.UID] = true
 			out = append(out, m.UID)
 		}

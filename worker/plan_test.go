@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pophook/pophook/sinks"
 	"github.com/pophook/pophook/state"
 	"github.com/pophook/pophook/worker/pop3"
+	"github.com/pophook/pophook/worker/pop3/pop3test"
 )
 
 func TestMakePlan(t *testing.T) {
@@ -225,10 +227,10 @@ func TestMatchIDs(t *testing.T) {
 	if ids[4] != "a 3" {
 		t.Errorf("ids %q: a fifth message under a should be a 3", ids)
 	}
-	if r := Reused(list[:2], []string{"a", "b"}, map[string]*state.Entry{"a": {UIDL: "a", DeletedAt: gone}}); !slices.Equal(r, []string{"a"}) {
+	if r := Reused(list[:2], []string{"a", "b"}, []int{0, 0}, map[string]*state.Entry{"a": {UIDL: "a", DeletedAt: gone}}); !slices.Equal(r, []string{"a"}) {
 		t.Errorf("Reused = %q, want a (listed under a deleted id)", r)
 	}
-	if r := Reused(list[:2], []string{"a", "b"}, map[string]*state.Entry{"a": {UIDL: "a"}}); r != nil {
+	if r := Reused(list[:2], []string{"a", "b"}, []int{0, 0}, map[string]*state.Entry{"a": {UIDL: "a"}}); r != nil {
 		t.Errorf("Reused = %q, want none", r)
 	}
 }
@@ -247,6 +249,36 @@ func TestKeepShouldDelete(t *testing.T) {
 	} {
 		if got := tt.keep.ShouldDelete(now.Add(-tt.age), now); got != tt.want {
 			t.Errorf("%+v.ShouldDelete(age %v) = %v", tt.keep, tt.age, got)
+		}
+	}
+}
+
+// A listing above readAheadAbove is planned from the entries read while
+// the server listed: the second poll sends nothing again, the messages
+// due are deleted, and a new message among them is sent once.
+func TestLargeListingUsesEntriesReadAhead(t *testing.T) {
+	s := pop3test.NewTLSServer(pop3test.Options{Pipelining: true})
+	defer s.Close()
+	n := readAheadAbove + 200
+	s.SetMailbox("alice", messages(n, "Subject: m%d\n\nbody\n"))
+	rec := &recorder{}
+	acct := fakeAccount(s)
+	acct.Keep = Keep{After: time.Hour}
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
+	if res := e.run(); res.Delivered != n || res.Deleted != 0 {
+		t.Fatalf("first run: %+v", res)
+	}
+	s.AddMessages("alice", pop3test.Message{UID: "late", Data: []byte("Subject: late\n\nx\n")})
+	if res := e.run(); res.Delivered != 1 || res.Deleted != 0 || res.Listed != n+1 {
+		t.Errorf("second run %+v: want only the new message sent", res)
+	}
+	e.clock = e.clock.Add(2 * time.Hour)
+	if res := e.run(); res.Delivered != 0 || res.Deleted != n+1 {
+		t.Errorf("third run %+v: want all %d deleted, none sent", res, n+1)
+	}
+	for k, c := range rec.keys() {
+		if c != 1 {
+			t.Errorf("key %s delivered %d times", k, c)
 		}
 	}
 }

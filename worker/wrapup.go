@@ -62,13 +62,9 @@ func (r *run) quit() {
 // prune ages the ledger entries of messages the complete listing no longer
 // holds (see state.Account.Prune).
 func (r *run) prune(list []pop3.MessageInfo) error {
-	ids := r.ids // as the plan matched them
-	if ids == nil {
-		ids, _ = EntryIDs(list)
-	}
-	listed := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		listed[id] = true
+	listed := r.listed // as the plan matched them
+	if listed == nil {
+		_, _, listed = listingIDs(list)
 	}
 	n, err := r.ledger.Prune(listed, r.now(), pruneGrace)
 	if err != nil {

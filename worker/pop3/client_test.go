@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -338,4 +339,36 @@ func trunc(s string) string {
 		return s[:100] + "..." + s[len(s)-100:]
 	}
 	return s
+}
+
+// Message numbers that are not 1, 2, 3... in order (a gap, a jump back)
+// are merged by number all the same, and a number listed twice, or named
+// only by UIDL, is refused, whether it sits at its natural place or not.
+func TestScanNumbering(t *testing.T) {
+	c := loggedIn(t, plainOpts, nil,
+		"C: LIST", "S: +OK", "S: 1 10", "S: 5 50", "S: 2 20", "S: .",
+		"C: UIDL", "S: +OK", "S: 2 b", "S: 5 e", "S: 1 a", "S: .")
+	got, err := c.Scan(ctx(t))
+	ok(t, err)
+	want := []MessageInfo{{1, 10, "a"}, {5, 50, "e"}, {2, 20, "b"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Scan = %+v, want %+v", got, want)
+	}
+	for _, tc := range []struct {
+		name    string
+		script  []string // after the failing line, "S? ": the client has hung up
+		message string
+	}{
+		{"natural place listed twice", []string{"C: LIST", "S: +OK", "S: 1 10", "S: 1 10", "S? ."}, "message 1 listed twice"},
+		{"moved listed twice", []string{"C: LIST", "S: +OK", "S: 3 10", "S: 3 10", "S? ."}, "message 3 listed twice"},
+		{"uidl twice", []string{"C: LIST", "S: +OK", "S: 1 10", "S: .", "C: UIDL", "S: +OK", "S: 1 a", "S: 1 b", "S? ."}, "message 1 listed twice"},
+		{"uidl only", []string{"C: LIST", "S: +OK", "S: 1 10", "S: .", "C: UIDL", "S: +OK", "S: 1 a", "S: 2 b", "S? ."}, "names message 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := loggedIn(t, plainOpts, nil, tc.script...)
+			if _, err := c.Scan(ctx(t)); err == nil || !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("err = %v, want %q", err, tc.message)
+			}
+		})
+	}
 }

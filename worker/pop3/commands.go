@@ -160,7 +160,18 @@ func (c *Client) Scan(ctx context.Context) ([]MessageInfo, error) {
 // protocol violation.
 func (c *Client) scan(ctx context.Context, cmds ...string) ([]MessageInfo, error) {
 	var out []MessageInfo
-	index := map[int]int{}
+	// Servers number messages 1, 2, 3...: a message is found at index
+	// Num-1 without a map, which a listing of 100,000 would otherwise
+	// spend most of its time on. Only a message found elsewhere goes in
+	// the map.
+	moved := map[int]int{}
+	find := func(num int) (int, bool) {
+		if num >= 1 && num <= len(out) && out[num-1].Num == num {
+			return num - 1, true
+		}
+		j, ok := moved[num]
+		return j, ok
+	}
 	err := c.listing(ctx, cmds, func(i int, line string) error {
 		var m MessageInfo
 		var err error
@@ -172,14 +183,16 @@ func (c *Client) scan(ctx context.Context, cmds ...string) ([]MessageInfo, error
 		if err != nil {
 			return err
 		}
-		j, seen := index[m.Num]
+		j, seen := find(m.Num)
 		switch {
 		case i == 0 && seen:
 			return fmt.Errorf("message %d listed twice", m.Num)
 		case i == 0 && len(out) >= c.opts.MaxListEntries:
 			return fmt.Errorf("more than %d messages", c.opts.MaxListEntries)
 		case i == 0:
-			index[m.Num] = len(out)
+			if m.Num != len(out)+1 {
+				moved[m.Num] = len(out)
+			}
 			out = append(out, m)
 		case !seen:
 			return fmt.Errorf("%s names message %d that %s did not", cmds[i], m.Num, cmds[0])
@@ -242,6 +255,13 @@ func parseListing(s string) (num int, size int64, err error) {
 }
 
 func parseUIDL(s string) (num int, uid string, err error) {
+	// The usual "n uid" without splitting into a slice; anything else
+	// (extra blanks, tabs) the general way.
+	if n, u, ok := strings.Cut(s, " "); ok && u != "" && !strings.ContainsAny(u, " \t\r\n\v\f") && !strings.ContainsAny(n, "\t\r\n\v\f") {
+		if num, err := strconv.Atoi(n); err == nil && num >= 1 {
+			return num, u, nil
+		}
+	}
 	f := strings.Fields(s)
 	if len(f) != 2 {
 		return 0, "", fmt.Errorf("malformed unique-id listing %q", s)
