@@ -37,6 +37,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -360,7 +361,12 @@ func (s *Sink) stage(ctx context.Context, m *sinks.Message) (body io.ReaderAt, s
 			s.log.Warn("cannot remove a staged request body", "file", f.Name(), "err", err)
 		}
 	}
-	bw := bufio.NewWriterSize(ctxWriter{ctx, f}, 64<<10)
+	bw := stageWriters.Get().(*bufio.Writer)
+	bw.Reset(ctxWriter{ctx, f})
+	defer func() {
+		bw.Reset(nil) // nothing of this message stays referenced
+		stageWriters.Put(bw)
+	}()
 	cw := &countWriter{w: bw}
 	switch s.format {
 	case FormatJSON:
@@ -382,6 +388,10 @@ func (s *Sink) stage(ctx context.Context, m *sinks.Message) (body io.ReaderAt, s
 	}
 	return f, cw.n, contentType, cleanup, nil
 }
+
+// stageWriters hold the buffers stage writes request bodies through, one
+// per delivery in progress rather than one per message.
+var stageWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
 
 // writeForm writes the multipart/form-data body: the plain fields in
 // order, then the message in the field formField, typed message/rfc822

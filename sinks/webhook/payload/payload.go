@@ -53,7 +53,10 @@ const (
 // message size: raw is read two or three times (structure and digests;
 // the chosen bodies when the first pass did not keep them; attachment
 // content when some is inlined), bodies are streamed into digests and
-// base64 straight into w, and text and html are cut at 4 MiB each.
+// base64 straight into w (an attachment in canonical base64, as mailers
+// write it, is copied without its line breaks instead of decoded and
+// encoded again), and text and html are cut at 4 MiB each. The buffers
+// of the passes come from a pool, not from each message.
 //
 // Choices a receiver may rely on: text and html use "\n" line endings;
 // text is rendered from html when the message has no text/plain body
@@ -66,7 +69,9 @@ const (
 // sender's offset. Every value that needed U+FFFD for bytes that could not
 // be decoded is named in parse_errors.
 func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
-	a, err := analyze(raw, meta.Mailbox)
+	sc := getScratch()
+	defer sc.put()
+	a, err := analyze(raw, meta.Mailbox, sc)
 	if err != nil {
 		return err
 	}
@@ -74,7 +79,8 @@ func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
 	if limit == 0 {
 		limit = DefaultInlineLimit
 	}
-	j := &jsonWriter{w: bufio.NewWriterSize(w, 32<<10)}
+	sc.bw.Reset(w)
+	j := &jsonWriter{w: sc.bw}
 	ts := meta.Timestamp
 	if ts.IsZero() {
 		ts = time.Now()
@@ -153,7 +159,7 @@ func Write(w io.Writer, raw *io.SectionReader, meta Meta, opts Options) error {
 		j.raw(`,"raw":"`)
 		enc := base64.NewEncoder(base64.StdEncoding, j)
 		rr := &errReader{r: io.NewSectionReader(raw, 0, raw.Size())}
-		if _, err := io.Copy(enc, rr); err != nil {
+		if _, err := io.CopyBuffer(enc, rr, a.copyBuffer()); err != nil {
 			if rr.err != nil {
 				return fmt.Errorf("payload: reading message: %w", rr.err)
 			}
@@ -191,22 +197,18 @@ type analysis struct {
 	from                       *address
 	replyTo, to, cc            []address
 
-	copyBuf []byte // for the bodies of every part, in every pass
+	s *scratch // buffers lent for the message
 }
 
 // copyBuffer returns the buffer the passes copy part bodies through: one
 // for the message, not one per part.
-func (a *analysis) copyBuffer() []byte {
-	if a.copyBuf == nil {
-		a.copyBuf = make([]byte, 32<<10)
-	}
-	return a.copyBuf
-}
+func (a *analysis) copyBuffer() []byte { return a.s.copyBuf }
 
-func analyze(raw *io.SectionReader, mailbox string) (*analysis, error) {
-	a := &analysis{textLeaf: -1, htmlLeaf: -1}
+func analyze(raw *io.SectionReader, mailbox string, s *scratch) (*analysis, error) {
+	a := &analysis{textLeaf: -1, htmlLeaf: -1, s: s}
 	rr := &errReader{r: io.NewSectionReader(raw, 0, raw.Size())}
 	w := &walker{
+		s:      s,
 		report: a.problems.add,
 		hint:   func() string { return a.hint },
 		rawErr: func() error { return rr.err },
@@ -280,24 +282,33 @@ func (a *analysis) collect(p *part, body io.Reader) error {
 	ws := []io.Writer{h}
 	var tb, hb, mb *capBuffer
 	if a.textLeaf < 0 && candidate(p, "text/plain", true) {
-		a.textLeaf, tb = p.leaf, &capBuffer{max: maxBody}
+		a.textLeaf, tb = p.leaf, &capBuffer{max: maxBody, b: a.s.text[:0]}
 		ws = append(ws, tb)
 	}
 	if a.htmlLeaf < 0 && candidate(p, "text/html", true) {
-		a.htmlLeaf, hb = p.leaf, &capBuffer{max: maxBody}
+		a.htmlLeaf, hb = p.leaf, &capBuffer{max: maxBody, b: a.s.html[:0]}
 		ws = append(ws, hb)
 	}
 	if isMessage(p.mediaType) {
 		mb = &capBuffer{max: 64 << 10}
 		ws = append(ws, mb)
 	}
-	n, err := io.CopyBuffer(io.MultiWriter(ws...), body, a.copyBuffer())
+	var dst io.Writer = h
+	if len(ws) > 1 {
+		dst = io.MultiWriter(ws...)
+	}
+	n, err := io.CopyBuffer(dst, body, a.copyBuffer())
 	p.size, p.sum = n, h.Sum(nil)
+	if d, ok := body.(*base64Reader); ok {
+		p.b64 = d.canonical()
+	}
 	if tb != nil {
 		a.rawText, a.cutText = tb.b, tb.cut
+		a.s.text = tb.b
 	}
 	if hb != nil {
 		a.rawHTML, a.cutHTML = hb.b, hb.cut
+		a.s.html = hb.b
 	}
 	if mb != nil {
 		var probs []string
@@ -361,23 +372,23 @@ func (a *analysis) recapture(raw *io.SectionReader, text, html int) error {
 	if html >= 0 && html != a.htmlLeaf {
 		need++
 	}
-	w := &walker{hint: func() string { return a.hint }, rawErr: func() error { return rr.err }}
+	w := &walker{s: a.s, hint: func() string { return a.hint }, rawErr: func() error { return rr.err }}
 	w.visit = func(p *part, body io.Reader) error {
-		var dst *[]byte
+		var dst, keep *[]byte
 		var cut *bool
 		switch {
 		case p.leaf == text && text != a.textLeaf:
-			dst, cut = &a.rawText, &a.cutText
+			dst, cut, keep = &a.rawText, &a.cutText, &a.s.text
 		case p.leaf == html && html != a.htmlLeaf:
-			dst, cut = &a.rawHTML, &a.cutHTML
+			dst, cut, keep = &a.rawHTML, &a.cutHTML, &a.s.html
 		default:
 			return nil
 		}
-		b := &capBuffer{max: maxBody}
+		b := &capBuffer{max: maxBody, b: (*keep)[:0]}
 		if _, err := io.CopyBuffer(b, body, a.copyBuffer()); err != nil && rr.err != nil {
 			return err
 		}
-		*dst, *cut = b.b, b.cut
+		*dst, *cut, *keep = b.b, b.cut, b.b
 		if need--; need == 0 {
 			return errStop
 		}
@@ -689,6 +700,12 @@ func (a *analysis) writeAttachments(j *jsonWriter, raw *io.SectionReader, limit 
 			return j.err
 		}
 		j.raw(`,"content":"`)
+		if d, ok := body.(*base64Reader); ok && p.b64 {
+			// Canonical base64: its characters are the content.
+			d.writeClean(j, a.copyBuffer())
+			j.raw(`"}`)
+			return j.err
+		}
 		enc := base64.NewEncoder(base64.StdEncoding, j)
 		io.CopyBuffer(enc, body, a.copyBuffer()) // a body cut short was reported by the first pass
 		enc.Close()
@@ -704,7 +721,7 @@ func (a *analysis) writeAttachments(j *jsonWriter, raw *io.SectionReader, limit 
 		return nil
 	}
 	rr := &errReader{r: io.NewSectionReader(raw, 0, raw.Size())}
-	w := &walker{hint: func() string { return a.hint }, rawErr: func() error { return rr.err }}
+	w := &walker{s: a.s, hint: func() string { return a.hint }, rawErr: func() error { return rr.err }}
 	w.visit = func(p *part, body io.Reader) error {
 		for next < len(atts) && atts[next].leaf <= p.leaf {
 			q := atts[next]

@@ -24,44 +24,101 @@ func newCRLFReader(r io.Reader) *crlfReader {
 	return &crlfReader{r: r, buf: make([]byte, 0, 2*(16<<10))}
 }
 
+// reset makes c read r, keeping its buffer.
+func (c *crlfReader) reset(r io.Reader) {
+	c.r, c.out, c.prevCR, c.err = r, nil, false, nil
+	if c.buf == nil && r != nil {
+		c.buf = make([]byte, 0, 2*(16<<10))
+	}
+}
+
 func (c *crlfReader) Read(p []byte) (int, error) {
+	if len(c.out) == 0 && c.err == nil && len(p) > 0 {
+		// Mail as fetched has CRLF line endings only: read straight into
+		// p and hand that out when it holds nothing to rewrite.
+		n, err := c.r.Read(p[:min(len(p), len(c.in))])
+		c.err = err
+		switch {
+		case n == 0 && err != nil:
+			return 0, err
+		case n == 0:
+		case crlfOnly(p[:n], c.prevCR):
+			c.prevCR = false
+			return n, nil
+		default:
+			c.out = c.convert(copy(c.in[:], p[:n]))
+		}
+	}
 	for len(c.out) == 0 {
 		if c.err != nil {
 			return 0, c.err
 		}
 		n, err := c.r.Read(c.in[:])
 		c.err = err
-		out := c.buf[:0]
-		// Copy whole runs between line breaks at once: a byte-at-a-time
-		// loop here was a third of the json payload's CPU time.
-		for in := c.in[:n]; len(in) > 0; {
-			i := nextBreak(in)
-			if i < 0 {
-				out = append(out, in...)
-				c.prevCR = false
-				break
-			}
-			out = append(out, in[:i]...)
-			if i > 0 {
-				c.prevCR = false
-			}
-			switch in[i] {
-			case '\r':
-				out = append(out, '\r', '\n')
-				c.prevCR = true
-			case '\n':
-				if !c.prevCR {
-					out = append(out, '\r', '\n')
-				}
-				c.prevCR = false
-			}
-			in = in[i+1:]
-		}
-		c.out = out
+		c.out = c.convert(n)
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
 	return n, nil
+}
+
+// crlfOnly reports whether b needs no rewriting: every CR followed by LF
+// and every LF preceded by CR, within b, and b does not end in CR (its LF
+// may follow) nor start with LF after a CR (that LF is dropped).
+func crlfOnly(b []byte, prevCR bool) bool {
+	if len(b) == 0 {
+		return true
+	}
+	if (prevCR && b[0] == '\n') || b[len(b)-1] == '\r' {
+		return false
+	}
+	lines := 0
+	for in := b; ; {
+		i := bytes.IndexByte(in, '\n')
+		if i < 0 {
+			break
+		}
+		if i == 0 || in[i-1] != '\r' {
+			return false
+		}
+		lines++
+		in = in[i+1:]
+	}
+	return bytes.Count(b, cr) == lines
+}
+
+var cr = []byte("\r")
+
+// convert rewrites the n bytes read into c.in and returns the result.
+func (c *crlfReader) convert(n int) []byte {
+	out := c.buf[:0]
+	// Copy whole runs between line breaks at once: a byte-at-a-time
+	// loop here was a third of the json payload's CPU time.
+	for in := c.in[:n]; len(in) > 0; {
+		i := nextBreak(in)
+		if i < 0 {
+			out = append(out, in...)
+			c.prevCR = false
+			break
+		}
+		out = append(out, in[:i]...)
+		if i > 0 {
+			c.prevCR = false
+		}
+		switch in[i] {
+		case '\r':
+			out = append(out, '\r', '\n')
+			c.prevCR = true
+		case '\n':
+			if !c.prevCR {
+				out = append(out, '\r', '\n')
+			}
+			c.prevCR = false
+		}
+		in = in[i+1:]
+	}
+	c.buf = out[:0]
+	return out
 }
 
 // nextBreak returns the index of the first CR or LF in b, or -1.
@@ -121,10 +178,32 @@ type headerFilter struct {
 }
 
 func newTopFilter(r io.Reader, report func(string)) *headerFilter {
-	return &headerFilter{
-		br: bufio.NewReaderSize(r, 8<<10), top: true, inHeader: true, first: true,
-		limit: maxTopHeader, lineStart: true, report: report,
-		where: func(int) string { return "header" },
+	f := &headerFilter{}
+	f.resetTop(bufio.NewReaderSize(r, 8<<10), report)
+	return f
+}
+
+func topWhere(int) string { return "header" }
+
+// resetTop makes f the top-level filter reading br, keeping its buffers.
+func (f *headerFilter) resetTop(br *bufio.Reader, report func(string)) {
+	line, obuf := f.line[:0], f.obuf[:0]
+	*f = headerFilter{
+		br: br, top: true, inHeader: true, first: true,
+		limit: maxTopHeader, lineStart: true, report: report, where: topWhere,
+	}
+	f.line, f.obuf = line, obuf
+}
+
+// release drops what f refers to of the message it read, and its buffers
+// if an over-long line grew them.
+func (f *headerFilter) release() {
+	f.report, f.where, f.out, f.pending = nil, nil, nil, nil
+	if cap(f.line) > 4<<10 {
+		f.line = nil
+	}
+	if cap(f.obuf) > 4<<10 {
+		f.obuf = nil
 	}
 }
 
@@ -137,8 +216,9 @@ func newPartFilter(r io.Reader, boundary string, where func(int) string, report 
 
 // reset makes a part filter made by newPartFilter read the multipart body
 // r, keeping its buffers (those of an over-long line excepted).
-func (f *headerFilter) reset(r io.Reader, boundary string, where func(int) string) {
+func (f *headerFilter) reset(r io.Reader, boundary string, where func(int) string, report func(string)) {
 	f.br.Reset(r)
+	f.report = report
 	f.delim = append(append(f.delim[:0], "--"...), boundary...)
 	f.where = where
 	f.inHeader, f.first, f.hasField, f.size, f.dropped = false, false, false, 0, false
@@ -158,23 +238,84 @@ func (f *headerFilter) problem(format string, args ...any) {
 	}
 }
 
+// Read hands out what the filter makes of its input. Once it has something
+// for p, it goes on with the body lines of a multipart that are already
+// buffered, up to the next delimiter line: handing them out one line per
+// call made every layer above pay its cost per line. It stops short of
+// anything that would read more input or could report a problem, so that
+// problems are reported in the same order as line by line.
 func (f *headerFilter) Read(p []byte) (int, error) {
-	for len(f.out) == 0 {
-		if f.err != nil {
-			return 0, f.err
+	n := 0
+	for {
+		for len(f.out) == 0 {
+			if f.err != nil {
+				if n > 0 {
+					return n, nil
+				}
+				return 0, f.err
+			}
+			if n > 0 && !f.bufferedBodyLine() {
+				return n, nil
+			}
+			if f.inHeader {
+				f.headerLine()
+				continue
+			}
+			if f.delim == nil && f.pending == nil { // top-level body: pass through
+				return f.br.Read(p)
+			}
+			if !f.bodyRun() {
+				f.bodyLine()
+			}
 		}
-		if f.inHeader {
-			f.headerLine()
-			continue
+		c := copy(p[n:], f.out)
+		f.out = f.out[c:]
+		n += c
+		if n == len(p) {
+			return n, nil
 		}
-		if f.delim == nil && f.pending == nil { // top-level body: pass through
-			return f.br.Read(p)
-		}
-		f.bodyLine()
 	}
-	n := copy(p, f.out)
-	f.out = f.out[n:]
-	return n, nil
+}
+
+// bodyRun hands out at once the whole lines of a multipart body already in
+// the buffer up to the next line that starts with "-" (and so may be a
+// delimiter line): what bodyLine would hand out line by line. It reports
+// false, doing nothing, when there is no such run.
+func (f *headerFilter) bodyRun() bool {
+	if f.pending != nil || f.skipLine || !f.lineStart {
+		return false
+	}
+	b, _ := f.br.Peek(f.br.Buffered())
+	if len(b) == 0 || b[0] == '-' {
+		return false
+	}
+	if k := bytes.Index(b, nlDash); k >= 0 {
+		b = b[:k+1]
+	} else if k := bytes.LastIndexByte(b, '\n'); k >= 0 {
+		b = b[:k+1]
+	} else {
+		return false
+	}
+	f.out = b // read before br is used again, as ReadSlice's lines are
+	f.br.Discard(len(b))
+	return true
+}
+
+var nlDash = []byte("\n-")
+
+// bufferedBodyLine reports whether the next line is a multipart body line
+// that bodyLine passes on as it is, already whole in the buffer: not a
+// delimiter line, nothing pending or being skipped.
+func (f *headerFilter) bufferedBodyLine() bool {
+	if f.inHeader || f.delim == nil || f.pending != nil || f.skipLine {
+		return false
+	}
+	b, _ := f.br.Peek(f.br.Buffered())
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return false
+	}
+	return !f.lineStart || !f.isDelim(b[:i+1])
 }
 
 // bodyLine passes one line (or a fragment of a long one) of a multipart

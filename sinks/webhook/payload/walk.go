@@ -34,6 +34,7 @@ type part struct {
 	// Filled in by the first pass.
 	size    int64
 	sum     []byte
+	b64     bool   // canonical base64: the content may be copied as it is
 	subject string // message/rfc822: its Subject, decoded
 }
 
@@ -55,21 +56,27 @@ type walker struct {
 	// from one multipart to the next: a message of many small multiparts
 	// would otherwise allocate its buffers anew for every one.
 	filters []*headerFilter
+	// s, if set, lends the readers and buffers of the walk.
+	s *scratch
 }
 
 // partFilter returns the part filter for a multipart at depth, reset to
 // read body.
 func (w *walker) partFilter(depth int, body io.Reader, boundary string, where func(int) string) *headerFilter {
-	for len(w.filters) <= depth {
-		w.filters = append(w.filters, nil)
+	filters := &w.filters
+	if w.s != nil {
+		filters = &w.s.filters
 	}
-	f := w.filters[depth]
+	for len(*filters) <= depth {
+		*filters = append(*filters, nil)
+	}
+	f := (*filters)[depth]
 	if f == nil {
 		f = newPartFilter(body, boundary, where, w.report)
-		w.filters[depth] = f
+		(*filters)[depth] = f
 		return f
 	}
-	f.reset(body, boundary, where)
+	f.reset(body, boundary, where, w.report)
 	return f
 }
 
@@ -98,7 +105,16 @@ func (w *walker) problems(prefix string, ps []string) {
 // walkMessage reads the top-level header from r and walks the body. It
 // returns the top-level header.
 func (w *walker) walkMessage(r io.Reader) (textproto.Header, error) {
-	br := bufio.NewReaderSize(newTopFilter(newCRLFReader(r), w.report), 8<<10)
+	var br *bufio.Reader
+	if s := w.s; s != nil {
+		s.crlf.reset(r)
+		s.topBR.Reset(&s.crlf)
+		s.top.resetTop(s.topBR, w.report)
+		s.walkBR.Reset(&s.top)
+		br = s.walkBR
+	} else {
+		br = bufio.NewReaderSize(newTopFilter(newCRLFReader(r), w.report), 8<<10)
+	}
 	h, err := textproto.ReadHeader(br)
 	if err != nil && !errors.Is(err, io.EOF) {
 		w.problem("header: %v", err)
@@ -329,7 +345,7 @@ func (w *walker) walkLeaf(h textproto.Header, mt string, params map[string]strin
 		w.problems(where+": file name", probs)
 		p.filename = cleanFilename(fn)
 	}
-	dec, unknown := transferDecoder(h.Get("Content-Transfer-Encoding"), body)
+	dec, unknown := w.s.decoder(h.Get("Content-Transfer-Encoding"), body)
 	if unknown {
 		w.problem("%s: unknown Content-Transfer-Encoding %q; body left undecoded", where, clip(h.Get("Content-Transfer-Encoding"), 40))
 	}
