@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -92,6 +93,11 @@ type Ledger struct {
 	// failed holds the refusal once damage was found: no transaction runs
 	// after that, so that nothing writes over a damaged file.
 	failed atomic.Pointer[error]
+
+	// owed is the id of a PutBatch transaction that no later write
+	// transaction has followed yet (0 when none): see PutBatch.
+	owedMu sync.Mutex
+	owed   int
 }
 
 // Err returns the refusal when the ledger was found damaged, else nil.
@@ -235,7 +241,15 @@ func accessHint(err error) string {
 func (l *Ledger) Path() string { return l.path }
 
 // Close closes the file.
-func (l *Ledger) Close() error { return l.db.Close() }
+func (l *Ledger) Close() error {
+	if l.Err() == nil && !l.db.IsReadOnly() {
+		if err := l.Settle(); err != nil {
+			l.db.Close()
+			return err
+		}
+	}
+	return l.db.Close()
+}
 
 func (l *Ledger) migrate(tx *bolt.Tx) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -271,7 +285,21 @@ func (l *Ledger) migrate(tx *bolt.Tx) error {
 // update and view run fn in a transaction. bbolt panics on some kinds of
 // page corruption; that becomes ErrCorrupt here instead of a crash.
 func (l *Ledger) update(fn func(*bolt.Tx) error) error {
-	return l.guard(func() error { return l.db.Update(fn) })
+	var id int
+	err := l.guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			id = tx.ID()
+			return fn(tx)
+		})
+	})
+	if err == nil {
+		l.owedMu.Lock()
+		if l.owed != 0 && id > l.owed {
+			l.owed = 0
+		}
+		l.owedMu.Unlock()
+	}
+	return err
 }
 
 func (l *Ledger) view(fn func(*bolt.Tx) error) error {
@@ -556,33 +584,58 @@ func (a *Account) All(stop *atomic.Bool) (map[string]*Entry, error) {
 
 // Put commits entries durably: when Put returns nil they survive a crash.
 func (a *Account) Put(entries ...*Entry) error {
-	return a.l.update(func(tx *bolt.Tx) error {
-		b, err := a.bucket(tx, true)
-		if err != nil {
-			return err
-		}
-		msgs := b.Bucket(bucketMessages)
-		for _, e := range entries {
-			if err := msgs.Put([]byte(e.ID()), encodeEntry(e)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return a.l.update(func(tx *bolt.Tx) error { return a.put(tx, entries) })
 }
 
-// PutBatch is Put for the results of several deliveries at once, followed
-// by an empty transaction. bbolt keeps two meta pages and, when the newest
-// is damaged, opens the file at the transaction before it. After a Put
-// alone that older state lacks the whole batch; after the second
-// transaction both meta pages point at trees that hold it, so one damaged
-// page costs no recorded delivery. Two commits per batch still cost far
-// less than one per message.
-func (a *Account) PutBatch(entries ...*Entry) error {
-	if err := a.Put(entries...); err != nil {
+func (a *Account) put(tx *bolt.Tx, entries []*Entry) error {
+	b, err := a.bucket(tx, true)
+	if err != nil {
 		return err
 	}
-	return a.l.update(func(*bolt.Tx) error { return nil })
+	msgs := b.Bucket(bucketMessages)
+	for _, e := range entries {
+		if err := msgs.Put([]byte(e.ID()), encodeEntry(e)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutBatch is Put for the results of several deliveries at once. bbolt
+// keeps two meta pages and, when the newest is damaged, opens the file at
+// the transaction before it, which lacks the whole batch. So a batch is
+// owed a second transaction on top of it: any later write of any account
+// pays the debt, and Settle (called at the end of a run, and by Close)
+// commits an empty one if none came. Once paid, both meta pages point at
+// trees that hold the batch, and one damaged page costs no recorded
+// delivery.
+func (a *Account) PutBatch(entries ...*Entry) error {
+	var id int
+	err := a.l.update(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return a.put(tx, entries)
+	})
+	if err != nil {
+		return err
+	}
+	a.l.owedMu.Lock()
+	// (A later transaction that committed in the meantime leaves the debt
+	// in place: one empty commit too many, never one too few.)
+	a.l.owed = max(a.l.owed, id)
+	a.l.owedMu.Unlock()
+	return nil
+}
+
+// Settle pays the transaction a PutBatch is owed (see there), if no later
+// write has.
+func (l *Ledger) Settle() error {
+	l.owedMu.Lock()
+	owed := l.owed != 0
+	l.owedMu.Unlock()
+	if !owed {
+		return nil
+	}
+	return l.update(func(*bolt.Tx) error { return nil })
 }
 
 // Each calls fn for every entry of the account in key order.

@@ -310,3 +310,29 @@ func TestPutBatchSurvivesOneDamagedMetaPage(t *testing.T) {
 		l.Close()
 	}
 }
+
+// The transaction a batch is owed is paid by the next write of any account,
+// so that a run that deletes pays nothing extra; Settle pays it otherwise.
+func TestPutBatchDebtPaidByNextWrite(t *testing.T) {
+	l := open(t, t.TempDir())
+	now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	a, b := l.Account(AccountID("pop.example.com", "a")), l.Account(AccountID("pop.example.com", "b"))
+	if err := a.PutBatch(&Entry{UIDL: "x", FirstSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if l.owed == 0 {
+		t.Fatal("a batch owes no transaction")
+	}
+	if err := b.Put(&Entry{UIDL: "y", FirstSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if l.owed != 0 {
+		t.Error("a later write of another account did not pay the debt")
+	}
+	if err := a.PutBatch(&Entry{UIDL: "z", FirstSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Settle(); err != nil || l.owed != 0 {
+		t.Errorf("Settle: %v, owed %d", err, l.owed)
+	}
+}

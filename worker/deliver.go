@@ -465,7 +465,9 @@ func spoolInto(f *os.File, body io.Reader) (size, lines int64, digest string, er
 		fw.err = err
 	}
 	if err == nil {
-		size, err = io.Copy(io.MultiWriter(fw, h, lc), body)
+		buf := copyBuffers.Get().(*[]byte)
+		size, err = io.CopyBuffer(io.MultiWriter(fw, h, lc), body, *buf)
+		copyBuffers.Put(buf)
 	}
 	if err == nil {
 		if err = f.Truncate(size); err != nil {
@@ -480,6 +482,9 @@ func spoolInto(f *os.File, body io.Reader) (size, lines int64, digest string, er
 	}
 	return size, lc.n, hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// copyBuffers spares each message a fresh 32 KiB copy buffer.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // spoolWriter remembers a write error, to tell it from a read error.
 type spoolWriter struct {

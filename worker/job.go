@@ -223,6 +223,13 @@ func (r *run) run() error {
 	}
 	r.spools.dir = r.SpoolDir
 	defer r.spools.remove()
+	defer func() {
+		// The batch is recorded either way; this only keeps it through
+		// a damaged meta page (see state.Account.PutBatch).
+		if err := r.Ledger.Settle(); err != nil {
+			r.log.Warn("ledger: could not write the transaction that follows a batch", "err", err)
+		}
+	}()
 	for n := 1; ; n++ {
 		err := r.session()
 		switch {

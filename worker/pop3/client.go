@@ -14,6 +14,7 @@ package pop3
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pophook/pophook/internal/redact"
@@ -191,8 +193,16 @@ func newClient(conn net.Conn, host string, opts Options) *Client {
 func (c *Client) setConn(conn net.Conn) {
 	c.conn = conn
 	dc := deadlineConn{c}
-	c.br = bufio.NewReaderSize(dc, readBufferSize)
-	c.bw = bufio.NewWriter(dc)
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(dc, readBufferSize)
+		c.bw = bufio.NewWriter(dc)
+		return
+	}
+	// After a TLS handshake: the buffers start over (nothing read in
+	// clear text may be taken for what came over TLS) but are not made
+	// again.
+	c.br.Reset(dc)
+	c.bw.Reset(dc)
 }
 
 func (c *Client) start(ctx context.Context) error {
@@ -340,6 +350,11 @@ func TLSConfig(serverName, caFile string, skipVerify bool) (*tls.Config, error) 
 	if err != nil {
 		return nil, fmt.Errorf("pop3: CA file: %w", err)
 	}
+	sum := sha256.Sum256(pem)
+	if pool, ok := caPools.Load(sum); ok {
+		cfg.RootCAs = pool.(*x509.CertPool)
+		return cfg, nil
+	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
@@ -347,9 +362,17 @@ func TLSConfig(serverName, caFile string, skipVerify bool) (*tls.Config, error) 
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("pop3: CA file %s holds no PEM certificate", caFile)
 	}
-	cfg.RootCAs = pool
+	actual, _ := caPools.LoadOrStore(sum, pool)
+	cfg.RootCAs = actual.(*x509.CertPool)
 	return cfg, nil
 }
+
+// caPools holds one pool of roots per CA file content: a pool is a copy of
+// the system's ~140 roots plus the file's, and a thousand accounts that
+// name the same file kept a thousand copies (34 MB). A pool is never
+// changed once made, so configurations can share it; a file that changes
+// makes a new one.
+var caPools sync.Map // [sha256.Size]byte -> *x509.CertPool
 
 // TLSConnectionState returns the negotiated TLS parameters (version,
 // cipher suite, peer certificates), and false on a connection without TLS.
