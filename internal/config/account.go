@@ -24,7 +24,7 @@ func (v vars) name(suffix string) string { return string(v) + "_" + suffix }
 
 // loadAccount reads and checks the variables of account name. sinks are
 // the names listed in POPHOOK_SINKS.
-func loadAccount(name string, sinks []string, p *Problems) Account {
+func loadAccount(name string, sinks []string, p *Problems, ca caFiles) Account {
 	v := vars(accountPrefix(name))
 	var e accountEnv
 	read(string(v), &e)
@@ -84,7 +84,7 @@ func loadAccount(name string, sinks []string, p *Problems) Account {
 	}
 	a.Port = portOrDefault(p, v, e.Port, a.TLS, 995, 110)
 	if a.TLSCAFile != "" {
-		if err := checkCAFile(a.TLSCAFile); err != nil {
+		if err := ca.check(a.TLSCAFile); err != nil {
 			p.add(v.name("TLS_CA_FILE"), err)
 		}
 	}
@@ -150,6 +150,20 @@ func loadSecret(p *Problems, v vars, suffix, value, file string, required bool) 
 		p.addf(name, "required (or %s)", fileName)
 	}
 	return Secret{}, ""
+}
+
+// caFiles remembers, within one Load, what checkCAFile found for each
+// path, so that the accounts and sinks that share a CA bundle read and
+// parse it once.
+type caFiles map[string]error
+
+func (c caFiles) check(path string) error {
+	if err, ok := c[path]; ok {
+		return err
+	}
+	err := checkCAFile(path)
+	c[path] = err
+	return err
 }
 
 func checkCAFile(path string) error {

@@ -275,15 +275,17 @@ func enum(allowed ...string) func(string) (string, error) {
 func Load() (*Config, []string, error) {
 	var p Problems
 	cfg, accountNames, sinkNames := loadGlobal(&p)
+	ca := caFiles{} // accounts and sinks often share one CA file
 	for _, name := range sinkNames {
-		cfg.Sinks[name] = loadSink(name, &p)
+		cfg.Sinks[name] = loadSink(name, &p, ca)
 	}
 	for _, name := range accountNames {
-		cfg.Accounts = append(cfg.Accounts, loadAccount(name, sinkNames, &p))
+		cfg.Accounts = append(cfg.Accounts, loadAccount(name, sinkNames, &p, ca))
 	}
 	checkSenders(cfg, &p)
 
-	warnings := append(unusedSinks(cfg, sinkNames), unknownVariables(&p, accountNames, cfg.Sinks)...)
+	known := Variables(accountNames, sinkTypesOf(cfg.Sinks))
+	warnings := append(unusedSinks(cfg, sinkNames), unknownVariables(&p, accountNames, cfg.Sinks, known)...)
 	for _, a := range cfg.Accounts {
 		if a.TLSSkipVerify {
 			warnings = append(warnings, fmt.Sprintf("%s_TLS_SKIP_VERIFY=true: the server's certificate is not checked, so anyone on the path can read the password and the mail; use %s_TLS_CA_FILE instead",
@@ -291,7 +293,7 @@ func Load() (*Config, []string, error) {
 		}
 	}
 	if len(p) > 0 {
-		sortProblems(p, Variables(accountNames, sinkTypesOf(cfg.Sinks)))
+		sortProblems(p, known)
 		return nil, warnings, &p
 	}
 	return cfg, warnings, nil

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 
 	"github.com/kelseyhightower/envconfig"
@@ -161,12 +162,26 @@ func Unquote(v string) string {
 }
 
 // suffixes lists the variable names of an *Env struct after its prefix, as
-// envconfig derives them.
+// envconfig derives them. They depend only on the struct's type, so each
+// type's list is derived once (envconfig's template and regular
+// expressions are slow) and handed out as a copy.
 func suffixes(spec any) []string {
+	return slices.Clone(cachedSuffixes(reflect.TypeOf(spec)))
+}
+
+// suffixCache maps an *Env struct's reflect.Type to its suffixes.
+var suffixCache sync.Map
+
+// cachedSuffixes returns the shared list of suffixes of the struct type t:
+// callers must not modify it.
+func cachedSuffixes(t reflect.Type) []string {
+	if names, ok := suffixCache.Load(t); ok {
+		return names.([]string)
+	}
 	const prefix = "P"
 	var b strings.Builder
 	tmpl := template.Must(template.New("").Parse("{{range .}}{{.Key}}\n{{end}}"))
-	ptr := reflect.New(reflect.TypeOf(spec)).Interface()
+	ptr := reflect.New(t).Interface()
 	if err := envconfig.Usaget(prefix, ptr, &b, tmpl); err != nil {
 		panic("config: " + err.Error())
 	}
@@ -174,27 +189,46 @@ func suffixes(spec any) []string {
 	for _, key := range strings.Fields(b.String()) {
 		names = append(names, strings.TrimPrefix(key, prefix+"_"))
 	}
-	return names
+	names = slices.Clip(names)
+	actual, _ := suffixCache.LoadOrStore(t, names)
+	return actual.([]string)
 }
+
+var (
+	globalSuffixes  = sync.OnceValue(func() []string { return cachedSuffixes(reflect.TypeFor[globalEnv]()) })
+	accountSuffixes = sync.OnceValue(func() []string { return cachedSuffixes(reflect.TypeFor[accountEnv]()) })
+	// sinkSuffixLists maps each sink type, and "" for any other, to
+	// what sinkSuffixes returns for it.
+	sinkSuffixLists = sync.OnceValue(func() map[string][]string {
+		lists := map[string][]string{}
+		base := cachedSuffixes(reflect.TypeFor[sinkEnv]())
+		all := slices.Clone(base)
+		for _, t := range sinkTypes {
+			own := cachedSuffixes(reflect.TypeOf(sinkTypeEnv[t]))
+			lists[t] = slices.Clip(slices.Concat(base, own))
+			for _, s := range own {
+				if !slices.Contains(all, s) {
+					all = append(all, s)
+				}
+			}
+		}
+		lists[""] = slices.Clip(all)
+		return lists
+	})
+)
 
 func accountPrefix(name string) string { return envPrefix + "_ACCOUNT_" + strings.ToUpper(name) }
 func sinkPrefix(name string) string    { return envPrefix + "_SINK_" + strings.ToUpper(name) }
 
 // sinkSuffixes lists the suffixes a sink of the given type reads; with an
-// empty or unknown type, those of every type.
+// empty or unknown type, those of every type. The list is shared: callers
+// must not modify it (appending is safe, it has no spare capacity).
 func sinkSuffixes(typ string) []string {
-	names := suffixes(sinkEnv{})
-	if spec, ok := sinkTypeEnv[typ]; ok {
-		return append(names, suffixes(spec)...)
+	lists := sinkSuffixLists()
+	if names, ok := lists[typ]; ok {
+		return names
 	}
-	for _, t := range sinkTypes {
-		for _, s := range suffixes(sinkTypeEnv[t]) {
-			if !slices.Contains(names, s) {
-				names = append(names, s)
-			}
-		}
-	}
-	return names
+	return lists[""]
 }
 
 // Variables returns every variable name Load reads for the given account
@@ -202,18 +236,25 @@ func sinkSuffixes(typ string) []string {
 // the order given, then each sink's in name order. A sink with an empty or
 // unknown type lists the variables of every type.
 func Variables(accounts []string, sinks map[string]string) []string {
-	var names []string
-	for _, s := range suffixes(globalEnv{}) {
+	global, account := globalSuffixes(), accountSuffixes()
+	n := len(global) + len(accounts)*len(account)
+	for _, typ := range sinks {
+		n += len(sinkSuffixes(typ))
+	}
+	names := make([]string, 0, n)
+	for _, s := range global {
 		names = append(names, envPrefix+"_"+s)
 	}
 	for _, a := range accounts {
-		for _, s := range suffixes(accountEnv{}) {
-			names = append(names, accountPrefix(a)+"_"+s)
+		prefix := accountPrefix(a) + "_"
+		for _, s := range account {
+			names = append(names, prefix+s)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(sinks)) {
+		prefix := sinkPrefix(name) + "_"
 		for _, s := range sinkSuffixes(sinks[name]) {
-			names = append(names, sinkPrefix(name)+"_"+s)
+			names = append(names, prefix+s)
 		}
 	}
 	return names

@@ -9,7 +9,6 @@ import (
 	"net/mail"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,15 +132,17 @@ var namePattern = regexp.MustCompile(`^[a-z0-9_]+$`)
 func parseNames(s string) ([]string, []error) {
 	var names []string
 	var errs []error
+	seen := map[string]bool{}
 	for _, n := range strings.Split(s, ",") {
 		n = strings.TrimSpace(n)
 		switch {
 		case n == "":
 		case !namePattern.MatchString(n):
 			errs = append(errs, fmt.Errorf("%q is not a valid name (lower-case a-z, 0-9, _)", n))
-		case slices.Contains(names, n):
+		case seen[n]:
 			errs = append(errs, fmt.Errorf("%q is listed twice", n))
 		default:
+			seen[n] = true
 			names = append(names, n)
 		}
 	}

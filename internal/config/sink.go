@@ -9,7 +9,7 @@ import (
 
 // loadSink reads and checks the variables of sink name: TYPE first, then
 // those of its type.
-func loadSink(name string, p *Problems) *Sink {
+func loadSink(name string, p *Problems, ca caFiles) *Sink {
 	v := vars(sinkPrefix(name))
 	var e sinkEnv
 	read(string(v), &e)
@@ -25,7 +25,7 @@ func loadSink(name string, p *Problems) *Sink {
 	case SinkMaildir:
 		loadMaildir(s, v, p)
 	case SinkSMTP:
-		loadSMTP(s, v, p)
+		loadSMTP(s, v, p, ca)
 	}
 	return s
 }
@@ -100,7 +100,7 @@ func loadMaildir(s *Sink, v vars, p *Problems) {
 	}
 }
 
-func loadSMTP(s *Sink, v vars, p *Problems) {
+func loadSMTP(s *Sink, v vars, p *Problems, ca caFiles) {
 	var e smtpEnv
 	read(string(v), &e)
 	s.Host = e.Host
@@ -111,7 +111,7 @@ func loadSMTP(s *Sink, v vars, p *Problems) {
 	s.Port = portOrDefault(p, v, e.Port, s.TLS, 465, 587)
 	s.TLSCAFile = e.TlsCaFile
 	if s.TLSCAFile != "" {
-		if err := checkCAFile(s.TLSCAFile); err != nil {
+		if err := ca.check(s.TLSCAFile); err != nil {
 			p.add(v.name("TLS_CA_FILE"), err)
 		}
 	}

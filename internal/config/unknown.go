@@ -20,24 +20,40 @@ import (
 // The rest is only warned about: variables of an account or sink that is
 // not listed (a way to switch one off) and POPHOOK_ names nowhere near a
 // known one.
-func unknownVariables(p *Problems, accounts []string, sinks map[string]*Sink) (warnings []string) {
+//
+// known lists the variables Load reads (Variables for the accounts and the
+// sinks' types).
+func unknownVariables(p *Problems, accounts []string, sinks map[string]*Sink, known []string) (warnings []string) {
+	isKnown := make(map[string]struct{}, len(known))
+	for _, name := range known {
+		isKnown[name] = struct{}{}
+	}
+	var names []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ok := isKnown[name]; !ok && strings.HasPrefix(name, envPrefix+"_") {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+
 	anyType := map[string]string{}
 	for name := range sinks {
 		anyType[name] = ""
 	}
-	known := Variables(accounts, sinkTypesOf(sinks))
-	candidates := Variables(accounts, anyType) // for suggestions
-
-	var names []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, envPrefix+"_") && !slices.Contains(known, name) {
-			names = append(names, name)
-		}
+	u := unknown{
+		accounts:   accounts,
+		sinks:      sinks,
+		candidates: Variables(accounts, anyType), // for suggestions
 	}
-	slices.Sort(names)
+	for _, a := range accounts {
+		u.accountPrefixes = append(u.accountPrefixes, accountPrefix(a)+"_")
+	}
 	for _, name := range names {
-		if text, mistake := describeUnknown(name, accounts, sinks, candidates); mistake {
+		if text, mistake := u.describe(name); mistake {
 			p.addf(name, "%s", text)
 		} else {
 			warnings = append(warnings, problemLine(name, text))
@@ -46,10 +62,19 @@ func unknownVariables(p *Problems, accounts []string, sinks map[string]*Sink) (w
 	return warnings
 }
 
-// describeUnknown says what is wrong with an unknown variable and whether
+// unknown holds what describing an unknown variable needs.
+type unknown struct {
+	accounts        []string
+	accountPrefixes []string // accountPrefix(accounts[i]) + "_"
+	sinks           map[string]*Sink
+	candidates      []string // every variable of the accounts, and of the sinks whatever their type
+	dist            distance
+}
+
+// describe says what is wrong with an unknown variable and whether
 // it is a mistake that stops start-up.
-func describeUnknown(name string, accounts []string, sinks map[string]*Sink, candidates []string) (string, bool) {
-	guess := closest(name, candidates)
+func (u *unknown) describe(name string) (string, bool) {
+	guess := u.dist.closest(name, u.candidates)
 	if guess == name {
 		guess = "" // a variable of another sink type: nothing to suggest
 	}
@@ -57,7 +82,7 @@ func describeUnknown(name string, accounts []string, sinks map[string]*Sink, can
 	if guess != "" {
 		hint = "; did you mean " + guess + "?"
 	}
-	for sinkName, s := range sinks {
+	for sinkName, s := range u.sinks {
 		if suffix, ok := strings.CutPrefix(name, sinkPrefix(sinkName)+"_"); ok {
 			if s.Type != "" && slices.Contains(sinkSuffixes(""), suffix) {
 				return fmt.Sprintf("not used by a %s sink%s", s.Type, hint), true
@@ -65,15 +90,15 @@ func describeUnknown(name string, accounts []string, sinks map[string]*Sink, can
 			return "not a variable of sink " + strings.ToLower(sinkName) + hint, true
 		}
 	}
-	for _, a := range accounts {
-		if _, ok := strings.CutPrefix(name, accountPrefix(a)+"_"); ok {
-			return "not a variable of account " + a + hint, true
+	for i, prefix := range u.accountPrefixes {
+		if strings.HasPrefix(name, prefix) {
+			return "not a variable of account " + u.accounts[i] + hint, true
 		}
 	}
 	if guess != "" {
 		return "not a pophook variable" + hint, true
 	}
-	if owner := ownerName(name, envPrefix+"_ACCOUNT_", suffixes(accountEnv{})); owner != "" {
+	if owner := ownerName(name, envPrefix+"_ACCOUNT_", accountSuffixes()); owner != "" {
 		return fmt.Sprintf("account %q is not listed in %s_ACCOUNTS, so this is not used", owner, envPrefix), false
 	}
 	if owner := ownerName(name, envPrefix+"_SINK_", sinkSuffixes("")); owner != "" {
@@ -103,32 +128,57 @@ func ownerName(name, prefix string, suffixes []string) string {
 	return owner
 }
 
-// closest returns the candidate within two edits of name, if any.
-func closest(name string, candidates []string) string {
+// distance computes edit distances, reusing its buffers.
+type distance struct{ prev, cur []int }
+
+func (d *distance) closest(name string, candidates []string) string {
 	best, bestDist := "", 3
 	for _, c := range candidates {
-		if d := editDistance(name, c); d < bestDist {
-			best, bestDist = c, d
+		if bestDist == 0 {
+			break
+		}
+		if n := d.below(name, c, bestDist); n < bestDist {
+			best, bestDist = c, n
 		}
 	}
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b (ASCII).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+// below returns the Levenshtein distance between a and b (ASCII) if it is
+// less than bound, or else some number of at least bound, found sooner.
+func (d *distance) below(a, b string, bound int) int {
+	// A common prefix or suffix does not change the distance.
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	a, b = a[n:], b[n:]
+	for len(a) > 0 && len(b) > 0 && a[len(a)-1] == b[len(b)-1] {
+		a, b = a[:len(a)-1], b[:len(b)-1]
+	}
+	if diff := len(a) - len(b); diff >= bound || -diff >= bound {
+		return bound // every length difference costs an edit
+	}
+	if cap(d.prev) < len(b)+1 {
+		d.prev, d.cur = make([]int, len(b)+1), make([]int, len(b)+1)
+	}
+	prev, cur := d.prev[:len(b)+1], d.cur[:len(b)+1]
 	for j := range prev {
 		prev[j] = j
 	}
 	for i := 1; i <= len(a); i++ {
 		cur[0] = i
+		rowMin := i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			rowMin = min(rowMin, cur[j])
+		}
+		if rowMin >= bound {
+			return bound // no row has a smaller minimum than the one before
 		}
 		prev, cur = cur, prev
 	}
@@ -139,9 +189,15 @@ func editDistance(a, b string) int {
 // Variables (global, then account by account, then sink by sink), so the
 // report reads like the configuration whatever order the checks ran in.
 func sortProblems(p Problems, order []string) {
+	index := make(map[string]int, len(order))
+	for i, name := range order {
+		if _, ok := index[name]; !ok {
+			index[name] = i
+		}
+	}
 	rank := func(line string) int {
 		name, _, _ := strings.Cut(line, ":")
-		if i := slices.Index(order, name); i >= 0 {
+		if i, ok := index[name]; ok {
 			return i
 		}
 		return len(order)
