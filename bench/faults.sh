@@ -4,12 +4,12 @@
 # deleted before every sink had it, repeats only for what was in flight)
 # and then logs one FAULTROW line per fault (internal/testutil/faultrow).
 #
-#   bench/faults.sh            the long run (about 40 minutes on 2 cores)
+#   bench/faults.sh            the long run (about 20 minutes on 2 cores)
 #   bench/faults.sh -quick     the rounds CI runs (a few minutes), to check the plumbing
 #
 # The long run gives the random-fault tests (SIGKILL at random moments,
 # random network faults) LONG rounds each [300] and every other fault test
-# ROUNDS rounds [20] (PHTEST_FAULT_ROUNDS for each group).
+# ROUNDS rounds [5] (PHTEST_FAULT_ROUNDS for each group).
 #
 # Needs what CI installs (.ci/run): Dovecot, Postfix, popa3d. Run as root,
 # as CI does, for the full-filesystem rows (they mount a small tmpfs).
@@ -26,7 +26,7 @@ if [ "${1:-}" = -quick ]; then
 	quick=true
 	rounds="the rounds CI runs"
 else
-	LONG=${LONG:-300} ROUNDS=${ROUNDS:-20}
+	LONG=${LONG:-300} ROUNDS=${ROUNDS:-5}
 	rounds="$LONG rounds for the random SIGKILL and network faults, $ROUNDS for the others"
 fi
 
