@@ -10,18 +10,17 @@ package receiver
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pophook/pophook/internal/testutil/jsonschema"
 )
 
 type event struct {
@@ -243,8 +242,8 @@ func TestExampleDecodesStrictly(t *testing.T) {
 func TestExampleValidatesAgainstSchema(t *testing.T) {
 	_, schema := readJSON(t, "../webhook.schema.json")
 	_, example := readJSON(t, "../example-payload.json")
-	v := validator{root: schema.(map[string]any)}
-	if errs := v.validate(v.root, example, "$"); len(errs) > 0 {
+	v := jsonschema.New(schema.(map[string]any))
+	if errs := v.Validate(example); len(errs) > 0 {
 		t.Fatalf("example-payload.json does not match the schema:\n%s", strings.Join(errs, "\n"))
 	}
 }
@@ -253,7 +252,7 @@ func TestExampleValidatesAgainstSchema(t *testing.T) {
 // payload, so that the test above means something.
 func TestValidatorHasTeeth(t *testing.T) {
 	_, schema := readJSON(t, "../webhook.schema.json")
-	v := validator{root: schema.(map[string]any)}
+	v := jsonschema.New(schema.(map[string]any))
 	mutations := map[string]func(d map[string]any){
 		"wrong type":           func(d map[string]any) { d["size"] = "2326" },
 		"negative size":        func(d map[string]any) { d["size"] = -1.0 },
@@ -279,7 +278,7 @@ func TestValidatorHasTeeth(t *testing.T) {
 	for name, mutate := range mutations {
 		_, example := readJSON(t, "../example-payload.json")
 		mutate(example.(map[string]any)["data"].(map[string]any))
-		if errs := v.validate(v.root, example, "$"); len(errs) == 0 {
+		if errs := v.Validate(example); len(errs) == 0 {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -292,152 +291,11 @@ func TestValidatorHasTeeth(t *testing.T) {
 	att(d)["another_future_field"] = 1.0
 	delete(att(d), "content")
 	d["raw"] = "UmV0dXJuLVBhdGg6IDw+DQoNCg=="
-	if errs := v.validate(v.root, example, "$"); len(errs) > 0 {
+	if errs := v.Validate(example); len(errs) > 0 {
 		t.Errorf("valid variant refused:\n%s", strings.Join(errs, "\n"))
 	}
 }
 
 func att(d map[string]any) map[string]any {
 	return d["attachments"].([]any)[0].(map[string]any)
-}
-
-// validator checks a JSON value (as decoded into any) against the subset
-// of JSON Schema 2020-12 that webhook.schema.json uses.
-type validator struct{ root map[string]any }
-
-var annotations = map[string]bool{
-	"$schema": true, "$id": true, "$defs": true, "title": true, "description": true, "contentMediaType": true,
-}
-
-func (v validator) validate(schema map[string]any, value any, path string) (errs []string) {
-	fail := func(format string, args ...any) {
-		errs = append(errs, path+": "+fmt.Sprintf(format, args...))
-	}
-	for keyword, arg := range schema {
-		switch keyword {
-		case "$ref":
-			ref := strings.TrimPrefix(arg.(string), "#/$defs/")
-			def, ok := v.root["$defs"].(map[string]any)[ref].(map[string]any)
-			if !ok {
-				fail("unresolved $ref %v", arg)
-				continue
-			}
-			errs = append(errs, v.validate(def, value, path)...)
-		case "type":
-			if !hasType(value, arg.(string)) {
-				fail("%v is not of type %s", value, arg)
-			}
-		case "const":
-			if value != arg {
-				fail("%v is not %v", value, arg)
-			}
-		case "enum":
-			if !slices.Contains(arg.([]any), value) {
-				fail("%v is not one of %v", value, arg)
-			}
-		case "required":
-			if obj, ok := value.(map[string]any); ok {
-				for _, name := range arg.([]any) {
-					if _, ok := obj[name.(string)]; !ok {
-						fail("%s missing", name)
-					}
-				}
-			}
-		case "properties":
-			if obj, ok := value.(map[string]any); ok {
-				for name, sub := range arg.(map[string]any) {
-					if pv, ok := obj[name]; ok {
-						errs = append(errs, v.validate(sub.(map[string]any), pv, path+"."+name)...)
-					}
-				}
-			}
-		case "additionalProperties":
-			if arg != false {
-				fail("additionalProperties other than false not supported")
-			}
-			known := schema["properties"].(map[string]any)
-			if obj, ok := value.(map[string]any); ok {
-				for name := range obj {
-					if _, ok := known[name]; !ok {
-						fail("unexpected property %s", name)
-					}
-				}
-			}
-		case "items":
-			if arr, ok := value.([]any); ok {
-				for i, item := range arr {
-					errs = append(errs, v.validate(arg.(map[string]any), item, fmt.Sprintf("%s[%d]", path, i))...)
-				}
-			}
-		case "anyOf":
-			var all []string
-			for _, sub := range arg.([]any) {
-				e := v.validate(sub.(map[string]any), value, path)
-				if len(e) == 0 {
-					all = nil
-					break
-				}
-				all = append(all, e...)
-			}
-			if all != nil {
-				fail("matches none of anyOf: %s", strings.Join(all, "; "))
-			}
-		case "pattern":
-			if s, ok := value.(string); ok && !regexp.MustCompile(arg.(string)).MatchString(s) {
-				fail("%q does not match %s", s, arg)
-			}
-		case "minLength":
-			if s, ok := value.(string); ok && float64(utf8.RuneCountInString(s)) < arg.(float64) {
-				fail("%q shorter than %v", s, arg)
-			}
-		case "minimum":
-			if n, ok := value.(float64); ok && n < arg.(float64) {
-				fail("%v below %v", n, arg)
-			}
-		case "format":
-			if arg != "date-time" {
-				fail("format %v not supported", arg)
-			} else if s, ok := value.(string); ok {
-				if _, err := time.Parse(time.RFC3339, s); err != nil {
-					fail("%q is not a date-time", s)
-				}
-			}
-		case "contentEncoding":
-			if arg != "base64" {
-				fail("contentEncoding %v not supported", arg)
-			} else if s, ok := value.(string); ok {
-				if _, err := base64.StdEncoding.DecodeString(s); err != nil {
-					fail("not base64: %v", err)
-				}
-			}
-		default:
-			if !annotations[keyword] {
-				fail("schema keyword %q not supported by this test", keyword)
-			}
-		}
-	}
-	return errs
-}
-
-func hasType(value any, typ string) bool {
-	switch typ {
-	case "object":
-		_, ok := value.(map[string]any)
-		return ok
-	case "array":
-		_, ok := value.([]any)
-		return ok
-	case "string":
-		_, ok := value.(string)
-		return ok
-	case "integer":
-		n, ok := value.(float64)
-		return ok && n == float64(int64(n))
-	case "boolean":
-		_, ok := value.(bool)
-		return ok
-	case "null":
-		return value == nil
-	}
-	return false
 }

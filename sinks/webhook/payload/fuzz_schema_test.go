@@ -22,16 +22,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-	"unicode/utf8"
 
+	"github.com/pophook/pophook/internal/testutil/jsonschema"
 	"github.com/pophook/pophook/internal/testutil/memtest"
 	"github.com/pophook/pophook/internal/testutil/testcorpus"
 )
@@ -46,7 +43,10 @@ func FuzzWriteSchema(f *testing.F) {
 	for i, c := range testcorpus.Files(f) {
 		f.Add(testcorpus.CRLF(c.Data), int32(i%3-1)*512, i%2 == 0, uint16(i*37))
 	}
-	v := loadSchema(f)
+	v, err := jsonschema.Load(filepath.Join("..", "..", "..", "docs", "webhook.schema.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
 	skipKnown := os.Getenv("PHTEST_FUZZ_SKIP_KNOWN") != ""
 	f.Fuzz(func(t *testing.T, data []byte, limit int32, raw bool, cut uint16) {
 		opts := Options{InlineLimit: int64(limit), IncludeRaw: raw}
@@ -64,7 +64,7 @@ func FuzzWriteSchema(f *testing.F) {
 		if err := json.Unmarshal(out, &value); err != nil {
 			t.Fatal(err)
 		}
-		if errs := v.validate(v.root, value, "$"); len(errs) > 0 {
+		if errs := v.Validate(value); len(errs) > 0 {
 			t.Fatalf("payload does not match docs/webhook.schema.json:\n%s\n%s", strings.Join(errs, "\n"), clip(string(out), 2000))
 		}
 		checkOptions(t, d, data, opts)
@@ -358,165 +358,3 @@ func (l *liveHeapReader) ReadAt(p []byte, off int64) (int, error) {
 	l.read += int64(n)
 	return n, err
 }
-
-// schemaValidator checks a decoded JSON value against the subset of JSON
-// Schema 2020-12 that docs/webhook.schema.json uses. It is the validator
-// of docs/receiver/schema_test.go (which has the tests that give it
-// teeth), copied because test files cannot be imported.
-type schemaValidator struct{ root map[string]any }
-
-func loadSchema(t testing.TB) schemaValidator {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "webhook.schema.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root map[string]any
-	if err := json.Unmarshal(b, &root); err != nil {
-		t.Fatal(err)
-	}
-	return schemaValidator{root: root}
-}
-
-var (
-	schemaAnnotations = map[string]bool{"$schema": true, "$id": true, "$defs": true, "title": true, "description": true, "contentMediaType": true}
-	schemaPatterns    sync.Map // pattern -> *regexp.Regexp
-)
-
-func (v schemaValidator) validate(schema map[string]any, value any, path string) (errs []string) {
-	fail := func(format string, args ...any) { errs = append(errs, path+": "+fmt.Sprintf(format, args...)) }
-	for keyword, arg := range schema {
-		switch keyword {
-		case "$ref":
-			ref := strings.TrimPrefix(arg.(string), "#/$defs/")
-			def, ok := v.root["$defs"].(map[string]any)[ref].(map[string]any)
-			if !ok {
-				fail("unresolved $ref %v", arg)
-				continue
-			}
-			errs = append(errs, v.validate(def, value, path)...)
-		case "type":
-			if !schemaHasType(value, arg.(string)) {
-				fail("%v is not of type %s", clipAny(value), arg)
-			}
-		case "const":
-			if value != arg {
-				fail("%v is not %v", clipAny(value), arg)
-			}
-		case "enum":
-			if !slices.Contains(arg.([]any), value) {
-				fail("%v is not one of %v", clipAny(value), arg)
-			}
-		case "required":
-			if obj, ok := value.(map[string]any); ok {
-				for _, name := range arg.([]any) {
-					if _, ok := obj[name.(string)]; !ok {
-						fail("%s missing", name)
-					}
-				}
-			}
-		case "properties":
-			if obj, ok := value.(map[string]any); ok {
-				for name, sub := range arg.(map[string]any) {
-					if pv, ok := obj[name]; ok {
-						errs = append(errs, v.validate(sub.(map[string]any), pv, path+"."+name)...)
-					}
-				}
-			}
-		case "additionalProperties":
-			if arg != false {
-				fail("additionalProperties other than false not supported")
-			}
-			known := schema["properties"].(map[string]any)
-			if obj, ok := value.(map[string]any); ok {
-				for name := range obj {
-					if _, ok := known[name]; !ok {
-						fail("unexpected property %s", name)
-					}
-				}
-			}
-		case "items":
-			if arr, ok := value.([]any); ok {
-				for i, item := range arr {
-					errs = append(errs, v.validate(arg.(map[string]any), item, fmt.Sprintf("%s[%d]", path, i))...)
-				}
-			}
-		case "anyOf":
-			var all []string
-			for _, sub := range arg.([]any) {
-				e := v.validate(sub.(map[string]any), value, path)
-				if len(e) == 0 {
-					all = nil
-					break
-				}
-				all = append(all, e...)
-			}
-			if all != nil {
-				fail("matches none of anyOf: %s", strings.Join(all, "; "))
-			}
-		case "pattern":
-			re, _ := schemaPatterns.Load(arg)
-			if re == nil {
-				re = regexp.MustCompile(arg.(string))
-				schemaPatterns.Store(arg, re)
-			}
-			if s, ok := value.(string); ok && !re.(*regexp.Regexp).MatchString(s) {
-				fail("%q does not match %s", clip(s, 80), arg)
-			}
-		case "minLength":
-			if s, ok := value.(string); ok && float64(utf8.RuneCountInString(s)) < arg.(float64) {
-				fail("%q shorter than %v", s, arg)
-			}
-		case "minimum":
-			if n, ok := value.(float64); ok && n < arg.(float64) {
-				fail("%v below %v", n, arg)
-			}
-		case "format":
-			if arg != "date-time" {
-				fail("format %v not supported", arg)
-			} else if s, ok := value.(string); ok {
-				if _, err := time.Parse(time.RFC3339, s); err != nil {
-					fail("%q is not a date-time", s)
-				}
-			}
-		case "contentEncoding":
-			if arg != "base64" {
-				fail("contentEncoding %v not supported", arg)
-			} else if s, ok := value.(string); ok {
-				if _, err := base64.StdEncoding.DecodeString(s); err != nil {
-					fail("not base64: %v", err)
-				}
-			}
-		default:
-			if !schemaAnnotations[keyword] {
-				fail("schema keyword %q not supported by this test", keyword)
-			}
-		}
-	}
-	return errs
-}
-
-func schemaHasType(value any, typ string) bool {
-	switch typ {
-	case "object":
-		_, ok := value.(map[string]any)
-		return ok
-	case "array":
-		_, ok := value.([]any)
-		return ok
-	case "string":
-		_, ok := value.(string)
-		return ok
-	case "integer":
-		n, ok := value.(float64)
-		return ok && n == float64(int64(n))
-	case "boolean":
-		_, ok := value.(bool)
-		return ok
-	case "null":
-		return value == nil
-	}
-	return false
-}
-
-func clipAny(v any) string { return clip(fmt.Sprint(v), 80) }
