@@ -79,10 +79,10 @@ func (r *run) fetch(work []*Pending) error {
 		return nil
 	}
 	nums := make([]int, len(work))
-	byNum := make(map[int]*Pending, len(work))
+	index := make(map[int]int, len(work)) // message number -> index in work
 	for i, p := range work {
 		nums[i] = p.Info.Num
-		byNum[p.Info.Num] = p
+		index[p.Info.Num] = i
 	}
 	ready := make(chan fetched, readAheadMessages)
 	quit := make(chan struct{})
@@ -93,23 +93,18 @@ func (r *run) fetch(work []*Pending) error {
 	defer cut(nil)
 	win := newWindow(readAheadMessages, readAheadBytes)
 	var (
-		inHand   *Pending // the message the fetcher was reading when it stopped
 		retrErr  error
 		spoolErr error
 		reading  atomic.Int64 // index in work of the RETR being read
-		finished atomic.Int64 // RETRs read to their end and handed on
+		finished atomic.Int64 // RETRs read to their end and handed on: work[finished] is the one a failure cut
 		window   atomic.Int64 // RETRs in flight at most
 	)
-	index := make(map[int]int, len(work))
-	for i, p := range work {
-		index[p.Info.Num] = i
-	}
 	go func() {
 		defer close(ready)
 		retrErr = r.c.RetrEach(fctx, nums, func(num int, body io.Reader, err error) error {
-			p := byNum[num]
-			inHand = p
-			reading.Store(int64(index[num]))
+			i := index[num]
+			p := work[i]
+			reading.Store(int64(i))
 			window.Store(int64(r.c.Window()))
 			it := fetched{p: p, err: err}
 			if err == nil {
@@ -224,10 +219,10 @@ func (r *run) fetch(work []*Pending) error {
 		return fmt.Errorf("account %s: %w", r.Account.Name, stopped)
 	case spoolErr != nil:
 		return fmt.Errorf("account %s: %w", r.Account.Name, spoolErr)
-	case errors.Is(retrErr, pop3.ErrMessageTooLarge) && inHand != nil:
-		return r.tooLarge(inHand, retrErr)
-	case retrErr != nil && !errors.Is(retrErr, errQuit) && context.Cause(fctx) == nil && r.ctx.Err() == nil &&
-		int(finished.Load()) < len(work):
+	case retrErr != nil && int(finished.Load()) < len(work) && errors.Is(retrErr, pop3.ErrMessageTooLarge):
+		return r.tooLarge(work[finished.Load()], retrErr)
+	case retrErr != nil && int(finished.Load()) < len(work) && !errors.Is(retrErr, errQuit) &&
+		context.Cause(fctx) == nil && r.ctx.Err() == nil:
 		return r.retrCut(work[finished.Load()], retrErr)
 	case retrErr != nil:
 		return fmt.Errorf("account %s: %w", r.Account.Name, retrErr)
@@ -280,7 +275,7 @@ func (r *run) tooLarge(p *Pending, err error) error {
 }
 
 // handle delivers one spooled message to the sinks still missing it and
-// commits each result to the ledger as soon as it is known.
+// adds the results to the batch that commit writes to the ledger.
 func (r *run) handle(it fetched) error {
 	p, spool, size, lines, digest := it.p, it.spool, it.size, it.lines, it.digest
 	e := p.Entry
