@@ -768,8 +768,9 @@ func decode(raw []byte, v any) error {
 }
 
 // Family returns, for each of uidls, the entries of every occurrence on
-// record under it (ids "uidl" and "uidl N"), in no particular order. It
-// is for the rare listing where one UIDL names several messages.
+// record under it (ids "uidl" and "uidl N"), in key order. It
+// is for the rare listing where one UIDL names several messages, and for
+// Find.
 func (a *Account) Family(uidls []string) (map[string][]*Entry, error) {
 	out := make(map[string][]*Entry, len(uidls))
 	err := a.l.view(func(tx *bolt.Tx) error {
@@ -810,14 +811,8 @@ func (a *Account) Family(uidls []string) (map[string][]*Entry, error) {
 // Find returns the entries of every message listed under uidl (all its
 // occurrences and generations on record).
 func (a *Account) Find(uidl string) ([]*Entry, error) {
-	var out []*Entry
-	err := a.Each(func(e *Entry) error {
-		if e.UIDL == uidl {
-			out = append(out, e)
-		}
-		return nil
-	})
-	return out, err
+	fam, err := a.Family([]string{uidl})
+	return fam[uidl], err
 }
 
 // Update changes the entry id in one transaction: fn gets the stored entry
