@@ -26,13 +26,14 @@ type Sink interface {
 }
 
 // Flusher is implemented by sinks whose deliveries become durable only
-// when Flush returns: the Maildir sink fsyncs a directory once for many
-// messages rather than once per message. The worker calls Flush before it
-// records a batch of deliveries in the ledger, and so before any DELE; an
-// error means the deliveries since the last Flush may not survive a
-// crash, and they are not recorded.
+// when Flush returns: the Maildir sink syncs a batch of files and their
+// directory together rather than one message at a time. The worker calls
+// Flush with the keys of the messages the sink took since its last Flush
+// before it records them in the ledger, and so before any DELE; an error
+// means those deliveries may not survive a crash, and they are not
+// recorded.
 type Flusher interface {
-	Flush(ctx context.Context) error
+	Flush(ctx context.Context, keys []string) error
 }
 
 // Checker is implemented by sinks that can test their receiver without

@@ -35,9 +35,11 @@ var (
 // readAheadMessages messages and readAheadBytes octets (a single larger
 // message is still fetched, alone): enough that the connection keeps
 // flowing while a sink works, bounded so that a slow sink costs disk, not
-// memory, and never much of either. Variables for the tests.
+// memory, and never much of either. 40 is more than a commit batch
+// (commitMessages), so the connection keeps flowing while a batch is
+// flushed and committed. Variables for the tests.
 var (
-	readAheadMessages = 8
+	readAheadMessages = 40
 	readAheadBytes    = int64(64 << 20)
 )
 
@@ -401,7 +403,11 @@ func (r *run) flush(u *unsaved) {
 		if !ok || len(u.bySink[name]) == 0 {
 			continue
 		}
-		err := f.Flush(r.ctx)
+		keys := make([]string, len(u.bySink[name]))
+		for i, e := range u.bySink[name] {
+			keys[i] = e.Key
+		}
+		err := f.Flush(r.ctx, keys)
 		if err == nil {
 			continue
 		}

@@ -566,13 +566,15 @@ func TestLoginAuditLog(t *testing.T) {
 type flushingRecorder struct {
 	recorder
 	flushes  int
+	flushed  []string // the keys Flush was given
 	flushErr error
 }
 
-func (f *flushingRecorder) Flush(context.Context) error {
+func (f *flushingRecorder) Flush(_ context.Context, keys []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.flushes++
+	f.flushed = append(f.flushed, keys...)
 	return f.flushErr
 }
 
@@ -606,6 +608,14 @@ func TestFlushBeforeRecord(t *testing.T) {
 		t.Errorf("the failed flush is not reported: %v", res.Problems)
 	}
 	first := archive.keys()
+	if len(archive.flushed) != len(first) {
+		t.Errorf("Flush was given %d keys for %d deliveries", len(archive.flushed), len(first))
+	}
+	for _, k := range archive.flushed {
+		if first[k] != 1 {
+			t.Errorf("Flush was given key %s, which the sink was not handed once", k)
+		}
+	}
 	archive.flushErr = nil
 	res = e.run()
 	if n := len(s.Messages("alice")); n != 0 || res.Deleted != 5 {

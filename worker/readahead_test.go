@@ -27,7 +27,7 @@ func spoolFiles(t *testing.T, dir string) int {
 // delivery stays in server order.
 func TestReadAheadWhileSinkWorks(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{})
-	const n = 20
+	n := readAheadMessages + 12
 	for i := range n {
 		d.Deliver(t, "alice", fmt.Appendf(nil, "Subject: %d\r\n\r\n%s\r\n", i, strings.Repeat("x", 1000)))
 	}

@@ -10,6 +10,16 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	// Files in tmp/ without a name where the system allows them, and
+	// named ones everywhere else.
+	for _, unnamed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "unnamed", false: "named"}[unnamed], func(t *testing.T) {
+			conformance(t, unnamed)
+		})
+	}
+}
+
+func conformance(t *testing.T, unnamed bool) {
 	sinktest.Run(t, sinktest.Target{
 		New: func(t *testing.T) (sinks.Sink, func() [][]byte) {
 			dir := filepath.Join(t.TempDir(), "Maildir")
@@ -17,6 +27,10 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if unnamed && !s.unnamed {
+				t.Skip("files without a name (O_TMPFILE) are not supported here")
+			}
+			s.unnamed = unnamed
 			return s, func() [][]byte { return sinktest.Maildir(t, dir) }
 		},
 		Stored:  sinktest.LF,
@@ -33,6 +47,7 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			s.unnamed = unnamed
 			// tmp/ replaced by a file: no write can succeed until someone
 			// repairs the Maildir (permission bits would not stop root).
 			tmp := filepath.Join(dir, "tmp")

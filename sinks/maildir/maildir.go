@@ -2,11 +2,17 @@
 // Maildir (cur/, new/, tmp/), with LF line endings, the Unix convention
 // that Dovecot, mpop and every MDA follow.
 //
-// A message is written to tmp/, fsynced, and hard-linked into new/ (never
-// renamed onto an existing name); new/ is fsynced by Flush, once for all
-// the messages linked since the last one, which the worker calls before
-// it records them as delivered (see sinks.Flusher). The file name
-// carries the message's idempotency key in its unique part,
+// Deliver writes a message to a file in tmp/ and leaves it there; Flush,
+// which the worker calls before it records a batch as delivered
+// (sinks.Flusher), fsyncs the batch's files together, links each into
+// new/ (never renamed onto an existing name) and fsyncs new/ once. A file
+// is in new/ only once its content is on disk, so a crash leaves nothing
+// half-written where a mail reader looks; and a batch costs about one
+// journal commit rather than one per message. On Linux the files in tmp/
+// have no name until they are linked into new/ (O_TMPFILE), so a crash
+// leaves nothing in tmp/ either, and a few are created ahead of need:
+// creating a file is the dearest step on some file systems. The file
+// name carries the message's idempotency key in its unique part,
 //
 //	<unixsec>.K<key>.<host>,S=<size>
 //
@@ -57,6 +63,16 @@ type Sink struct {
 	host   string // sanitised host name for the third part of file names
 	logger *slog.Logger
 	now    func() time.Time
+	sync   func(*os.File) error // (*os.File).Sync; tests make it fail
+
+	// unnamed: files in tmp/ are created without a name (O_TMPFILE),
+	// which New found to work here. spares holds a few created ahead;
+	// filling is set while a goroutine refills it.
+	unnamed bool
+	spares  chan *os.File
+	filling atomic.Bool
+	closed  atomic.Bool    // no more refills
+	filler  sync.WaitGroup // the refill goroutine, for Close
 
 	mu sync.Mutex
 	// keys holds the key tokens of the files in new/ and cur/; nil until
@@ -65,14 +81,24 @@ type Sink struct {
 	// inflight holds the key tokens being delivered right now; the channel
 	// is closed when that delivery ends.
 	inflight map[string]chan struct{}
+	// pending holds the messages written to tmp/ and not yet flushed,
+	// by key token.
+	pending map[string]*pendingFile
+}
 
-	// linked counts the files linked into new/; synced is the count new/
-	// was last fsynced at (under syncMu). A Flush that finds synced at or
-	// past the count it needs knows an fsync that began after its links
-	// has completed.
-	linked atomic.Uint64
-	syncMu sync.Mutex
-	synced uint64
+// pendingFile is a message written to tmp/, waiting for Flush.
+type pendingFile struct {
+	f    *os.File // still open: Flush fsyncs it
+	tmp  string   // its path in tmp/, "" for an unnamed file
+	name string   // its name in new/
+	// key, account and uidl are the message's, for the log.
+	key, account, uidl string
+	// flushing is set (under Sink.mu) by the Flush that took it; done is
+	// closed when that Flush is over, err then says how it ended.
+	flushing bool
+	linked   bool // it is in new/, though new/ may not be synced
+	done     chan struct{}
+	err      error
 }
 
 // New returns a sink for dir; it creates dir and its cur/new/tmp (0700)
@@ -107,15 +133,112 @@ func New(dir string, logger *slog.Logger) (*Sink, error) {
 		host:     sanitizeHost(host),
 		logger:   logger,
 		now:      time.Now,
+		sync:     (*os.File).Sync,
+		unnamed:  probeUnnamed(filepath.Join(dir, "tmp")),
+		spares:   make(chan *os.File, spareFiles),
 		inflight: make(map[string]chan struct{}),
+		pending:  make(map[string]*pendingFile),
 	}, nil
 }
 
-// Deliver stores m in new/ atomically: write to tmp/, fsync the file,
-// link into new/; the message is durable once Flush returns. It returns
-// nil when the message is stored or when a message with the same
-// idempotency key (m.Key) is already in new/ or cur/ (a repeat after a
-// crash), which is logged and skipped.
+// spareFiles is how many unnamed files are created ahead of need.
+const spareFiles = 4
+
+// probeUnnamed reports whether a file without a name can be created in
+// tmp and then linked: not every kernel, file system or container allows
+// it.
+func probeUnnamed(tmp string) bool {
+	f, err := openUnnamed(tmp)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	name := filepath.Join(tmp, fmt.Sprintf("%d.P%d_probe", time.Now().UnixNano(), os.Getpid()))
+	if err := linkUnnamed(f, name); err != nil {
+		return false
+	}
+	os.Remove(name)
+	return true
+}
+
+// create returns a new file in tmp/ and its name there ("" for an
+// unnamed file).
+func (s *Sink) create(tok string) (*os.File, string, error) {
+	tmpDir := filepath.Join(s.dir, "tmp")
+	if !s.unnamed {
+		f, err := os.CreateTemp(tmpDir, fmt.Sprintf("%d.K%s_P%d_*.%s", s.now().Unix(), tok, os.Getpid(), s.host))
+		if err != nil {
+			return nil, "", err
+		}
+		return f, f.Name(), nil
+	}
+	select {
+	case f := <-s.spares:
+		s.refill(tmpDir)
+		return f, "", nil
+	default:
+	}
+	s.refill(tmpDir)
+	f, err := openUnnamed(tmpDir)
+	return f, "", err
+}
+
+// refill creates spare files in the background until there are
+// spareFiles of them. It stops at the first error: the next create
+// meets the same error and reports it.
+func (s *Sink) refill(tmpDir string) {
+	if s.closed.Load() || !s.filling.CompareAndSwap(false, true) {
+		return
+	}
+	s.filler.Go(func() {
+		defer s.filling.Store(false)
+		for len(s.spares) < cap(s.spares) && !s.closed.Load() {
+			f, err := openUnnamed(tmpDir)
+			if err != nil {
+				return
+			}
+			select {
+			case s.spares <- f:
+			default:
+				f.Close()
+				return
+			}
+		}
+	})
+}
+
+// Close releases the spare files. Files written and not yet flushed are
+// released too: without a Flush they were never delivered. The sink
+// still works after Close, without spares; Close is not to be called
+// while Deliver runs.
+func (s *Sink) Close() error {
+	s.closed.Store(true)
+	s.filler.Wait()
+	for {
+		select {
+		case f := <-s.spares:
+			f.Close()
+		default:
+			s.mu.Lock()
+			for tok, pf := range s.pending {
+				if !pf.flushing {
+					pf.f.Close()
+					if pf.tmp != "" {
+						s.remove(pf.tmp)
+					}
+					delete(s.pending, tok)
+				}
+			}
+			s.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+// Deliver writes m to tmp/; Flush makes it durable and moves it into
+// new/. It returns nil when the message is written, or when a message
+// with the same idempotency key (m.Key) is already in new/ or cur/ (a
+// repeat after a crash, logged and skipped) or waiting for Flush.
 //
 // No error is a rejection: the message is never at fault. A read-only
 // file system, a permission problem or a directory that vanished make the
@@ -140,7 +263,7 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	}
 	defer release()
 
-	name, size, err := s.store(ctx, m, tok)
+	pf, err := s.write(ctx, m, tok)
 	if err != nil {
 		if unfixable(err) {
 			return sinks.Unavailable(err)
@@ -148,16 +271,10 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 		return err
 	}
 	s.mu.Lock()
-	if s.keys != nil {
-		s.keys[tok] = struct{}{}
-	}
+	s.pending[tok] = pf
 	s.mu.Unlock()
-	if name == "" {
-		s.skipped(m)
-		return nil
-	}
-	s.logger.Debug("message stored in maildir", "key", m.Key, "account", m.Account,
-		"uidl", m.UIDL, "file", filepath.Join(s.dir, "new", name), "size", size)
+	s.logger.Debug("message written to maildir tmp/", "key", m.Key, "account", m.Account,
+		"uidl", m.UIDL, "file", pf.tmp)
 	return nil
 }
 
@@ -180,6 +297,12 @@ func (s *Sink) claim(ctx context.Context, tok string) (held bool, release func()
 			case <-ctx.Done():
 				return false, nil, fmt.Errorf("maildir %s: delivery cancelled: %w", s.dir, ctx.Err())
 			}
+		}
+		if pf := s.pending[tok]; pf != nil {
+			// Written and waiting for a Flush, which the caller's
+			// Flush of this key either does or waits for.
+			s.mu.Unlock()
+			return true, nil, nil
 		}
 		if s.keys == nil {
 			if err := s.loadLocked(); err != nil {
@@ -259,84 +382,209 @@ func tokenOf(name string) (string, bool) {
 	return rest[1:j], true
 }
 
-// store writes m into tmp/ and links it into new/. It returns the name in
-// new/ and the stored size, or "" when a file of that very name was
-// already there (another process delivered the same key).
-func (s *Sink) store(ctx context.Context, m *sinks.Message, tok string) (name string, size int64, err error) {
+// write copies m into a new file in tmp/ and returns it open, not yet
+// synced.
+func (s *Sink) write(ctx context.Context, m *sinks.Message, tok string) (pf *pendingFile, err error) {
 	tmpDir := filepath.Join(s.dir, "tmp")
-	newDir := filepath.Join(s.dir, "new")
-	f, err := os.CreateTemp(tmpDir, fmt.Sprintf("%d.K%s_P%d_*.%s", s.now().Unix(), tok, os.Getpid(), s.host))
+	f, tmp, err := s.create(tok)
 	if err != nil {
-		return "", 0, fmt.Errorf("maildir %s: creating file in %s%s: %w", s.dir, tmpDir, hint(err), err)
+		return nil, fmt.Errorf("maildir %s: creating file in %s%s: %w", s.dir, tmpDir, hint(err), err)
 	}
-	tmp := f.Name()
 	defer func() {
-		if f != nil {
+		if err != nil {
 			f.Close()
-		}
-		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			s.logger.Warn("cannot remove temporary maildir file", "file", tmp, "error", rerr)
+			if tmp != "" {
+				s.remove(tmp)
+			}
 		}
 	}()
-
 	read, size, err := copyLF(ctx, f, m.Reader())
 	if err != nil {
 		var we *writeError
 		switch {
 		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-			return "", 0, fmt.Errorf("maildir %s: delivery cancelled: %w", s.dir, err)
+			return nil, fmt.Errorf("maildir %s: delivery cancelled: %w", s.dir, err)
 		case errors.As(err, &we):
-			return "", 0, fmt.Errorf("maildir %s: writing %s%s: %w", s.dir, tmp, hint(we.err), we.err)
+			return nil, fmt.Errorf("maildir %s: writing %s%s: %w", s.dir, f.Name(), hint(we.err), we.err)
 		default:
-			return "", 0, fmt.Errorf("maildir %s: reading message from spool: %w", s.dir, err)
+			return nil, fmt.Errorf("maildir %s: reading message from spool: %w", s.dir, err)
 		}
 	}
 	if read != m.Size {
-		return "", 0, fmt.Errorf("maildir %s: spool holds %d bytes, message size is %d", s.dir, read, m.Size)
+		return nil, fmt.Errorf("maildir %s: spool holds %d bytes, message size is %d", s.dir, read, m.Size)
 	}
-	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, tmp, hint(err), err)
-	}
-	err = f.Close()
-	f = nil
-	if err != nil {
-		return "", 0, fmt.Errorf("maildir %s: closing %s%s: %w", s.dir, tmp, hint(err), err)
-	}
-	if err := ctx.Err(); err != nil {
-		return "", 0, fmt.Errorf("maildir %s: delivery cancelled: %w", s.dir, err)
-	}
-
-	name = fmt.Sprintf("%d.K%s.%s,S=%d", s.now().Unix(), tok, s.host, size)
-	dst := filepath.Join(newDir, name)
-	if err := linkNoClobber(tmp, dst); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return "", size, nil
-		}
-		return "", 0, fmt.Errorf("maildir %s: moving message into %s%s: %w", s.dir, newDir, hint(err), err)
-	}
-	s.linked.Add(1)
-	return name, size, nil
+	startWriteback(f)
+	return &pendingFile{
+		f:       f,
+		tmp:     tmp,
+		name:    fmt.Sprintf("%d.K%s.%s,S=%d", s.now().Unix(), tok, s.host, size),
+		key:     m.Key,
+		account: m.Account,
+		uidl:    m.UIDL,
+		done:    make(chan struct{}),
+	}, nil
 }
 
-// Flush makes the messages linked into new/ so far durable: one fsync of
-// new/ for all of them.
-func (s *Sink) Flush(ctx context.Context) error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	target := s.linked.Load()
-	if s.synced >= target {
+func (s *Sink) remove(tmp string) {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.logger.Warn("cannot remove temporary maildir file", "file", tmp, "error", err)
+	}
+}
+
+// syncParallel bounds the fsyncs Flush has in flight at once. Issued
+// together, the file systems Maildirs live on (ext4, XFS, btrfs) fold
+// them into one or two journal commits; one after another, each costs
+// its own.
+const syncParallel = 16
+
+// Flush makes the deliveries of keys durable: the files they wrote to
+// tmp/ are fsynced together, linked into new/, and new/ is fsynced once.
+// A key another Flush is already handling is waited for; a key that is
+// neither waiting nor in the Maildir (its earlier Flush failed) is an
+// error, so the caller records it as not delivered. The work is done
+// even if ctx is done: it only ever makes mail safer.
+func (s *Sink) Flush(ctx context.Context, keys []string) error {
+	var mine, others []*pendingFile
+	var missing []string
+	repeat := false
+	s.mu.Lock()
+	for _, k := range keys {
+		tok := keyToken(k)
+		pf := s.pending[tok]
+		switch {
+		case pf == nil:
+			if _, ok := s.keys[tok]; ok {
+				repeat = true
+			} else {
+				missing = append(missing, k)
+			}
+		case pf.flushing:
+			others = append(others, pf)
+		default:
+			pf.flushing = true
+			mine = append(mine, pf)
+		}
+	}
+	s.mu.Unlock()
+
+	err := s.flushFiles(mine, repeat)
+	for _, pf := range others {
+		<-pf.done
+		if pf.err != nil && err == nil {
+			err = pf.err
+		}
+	}
+	if err == nil && len(missing) > 0 {
+		err = fmt.Errorf("maildir %s: %d message(s) not stored (key %s): their earlier write failed", s.dir, len(missing), missing[0])
+	}
+	if err != nil && unfixable(err) {
+		return sinks.Unavailable(err)
+	}
+	return err
+}
+
+// flushFiles syncs, links and (with new/) syncs the files; syncNew asks
+// for new/ to be synced even when nothing is linked, for repeats whose
+// file an earlier, failed Flush may have linked without syncing new/.
+func (s *Sink) flushFiles(list []*pendingFile, syncNew bool) (err error) {
+	if len(list) == 0 && !syncNew {
 		return nil
 	}
 	newDir := filepath.Join(s.dir, "new")
-	if err := atomicfile.SyncDir(newDir); err != nil {
-		err = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(err), err)
-		if unfixable(err) {
-			return sinks.Unavailable(err)
+	defer func() {
+		s.mu.Lock()
+		for _, pf := range list {
+			if pf.err == nil && err != nil {
+				pf.err = err
+			}
+			delete(s.pending, keyToken(pf.key))
+			// A file in new/ counts even when syncing new/ failed: a
+			// repeat then finds it, and its Flush syncs new/ again.
+			if (pf.linked || pf.err == nil) && s.keys != nil {
+				s.keys[keyToken(pf.key)] = struct{}{}
+			}
 		}
-		return err
+		s.mu.Unlock()
+		for _, pf := range list {
+			close(pf.done)
+		}
+	}()
+
+	// Each file is synced, then linked into new/, a few at a time.
+	var wg sync.WaitGroup
+	var linked atomic.Int64
+	next := make(chan *pendingFile)
+	for range min(len(list), syncParallel) {
+		wg.Go(func() {
+			for pf := range next {
+				if s.place(pf, newDir) {
+					linked.Add(1)
+				}
+			}
+		})
 	}
-	s.synced = target
-	return nil
+	for _, pf := range list {
+		next <- pf
+	}
+	close(next)
+	wg.Wait()
+	for _, pf := range list {
+		if pf.err != nil && err == nil {
+			err = pf.err
+		}
+	}
+	if linked.Load() > 0 || syncNew {
+		if serr := atomicfile.SyncDir(newDir); serr != nil {
+			serr = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(serr), serr)
+			for _, pf := range list {
+				if pf.err == nil {
+					pf.err = serr
+				}
+			}
+			if err == nil {
+				err = serr
+			}
+		}
+	}
+	return err
+}
+
+// place syncs pf's file and links it into newDir, reporting whether it
+// linked it; pf.err says what failed.
+func (s *Sink) place(pf *pendingFile, newDir string) (linked bool) {
+	defer func() {
+		if cerr := pf.f.Close(); cerr != nil && pf.err == nil && !linked {
+			pf.err = fmt.Errorf("maildir %s: closing %s%s: %w", s.dir, pf.f.Name(), hint(cerr), cerr)
+		}
+		if pf.tmp != "" {
+			s.remove(pf.tmp)
+		}
+	}()
+	if serr := s.sync(pf.f); serr != nil {
+		pf.err = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, pf.f.Name(), hint(serr), serr)
+		return false
+	}
+	dst := filepath.Join(newDir, pf.name)
+	var lerr error
+	if pf.tmp == "" {
+		lerr = linkUnnamed(pf.f, dst)
+	} else {
+		lerr = linkNoClobber(pf.tmp, dst)
+	}
+	switch {
+	case lerr == nil:
+		pf.linked = true
+		s.logger.Debug("message stored in maildir", "key", pf.key, "account", pf.account, "uidl", pf.uidl, "file", dst)
+		return true
+	case errors.Is(lerr, os.ErrExist):
+		// Another process stored the same key under the same name in
+		// the same second.
+		s.logger.Info("message already in maildir, not stored again", "key", pf.key,
+			"account", pf.account, "uidl", pf.uidl, "maildir", s.dir)
+	default:
+		pf.err = fmt.Errorf("maildir %s: moving message into %s%s: %w", s.dir, newDir, hint(lerr), lerr)
+	}
+	return false
 }
 
 // linkNoClobber makes dst a name of src, failing with an error matching

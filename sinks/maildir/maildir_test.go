@@ -36,12 +36,22 @@ func msg(key string, raw []byte) *sinks.Message {
 	}
 }
 
+// deliver hands m to s and flushes it, as the worker does for a batch
+// of one.
+func deliver(ctx context.Context, s *Sink, m *sinks.Message) error {
+	if err := s.Deliver(ctx, m); err != nil {
+		return err
+	}
+	return s.Flush(ctx, []string{m.Key})
+}
+
 func newSink(t *testing.T, dir string) *Sink {
 	t.Helper()
 	s, err := New(dir, nil)
 	if err != nil {
 		t.Fatalf("New(%s): %v", dir, err)
 	}
+	t.Cleanup(func() { s.Close() }) // its spare files, before a test's file system is unmounted
 	return s
 }
 
@@ -92,7 +102,7 @@ func TestDeliverContent(t *testing.T) {
 			dir := t.TempDir()
 			s := newSink(t, dir)
 			key := "key_" + strings.ReplaceAll(c.name, "-", "_")
-			if err := s.Deliver(context.Background(), msg(key, []byte(c.in))); err != nil {
+			if err := deliver(context.Background(), s, msg(key, []byte(c.in))); err != nil {
 				t.Fatal(err)
 			}
 			names := files(t, dir, "new")
@@ -220,7 +230,7 @@ func TestLargeMessageBoundedMemory(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if err := s.Deliver(context.Background(), m); err != nil {
+	if err := deliver(context.Background(), s, m); err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
@@ -271,7 +281,7 @@ func TestIdempotency(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 3 {
-			if err := s.Deliver(context.Background(), msg("k1", raw)); err != nil {
+			if err := deliver(context.Background(), s, msg("k1", raw)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -289,10 +299,10 @@ func TestIdempotency(t *testing.T) {
 
 	t.Run("fresh sink", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := newSink(t, dir).Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), newSink(t, dir), msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
-		if err := newSink(t, dir).Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), newSink(t, dir), msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
 		if n := files(t, dir, "new"); len(n) != 1 {
@@ -303,7 +313,7 @@ func TestIdempotency(t *testing.T) {
 	t.Run("moved to cur", func(t *testing.T) {
 		dir := t.TempDir()
 		s := newSink(t, dir)
-		if err := s.Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), s, msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
 		name := files(t, dir, "new")[0]
@@ -311,10 +321,10 @@ func TestIdempotency(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The same process, then a new one.
-		if err := s.Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), s, msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
-		if err := newSink(t, dir).Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), newSink(t, dir), msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
 		assertEmpty(t, dir, "new", "tmp")
@@ -327,7 +337,7 @@ func TestIdempotency(t *testing.T) {
 		dir := t.TempDir()
 		s := newSink(t, dir)
 		for _, k := range []string{"k1", "k2", "k1x", "k"} {
-			if err := s.Deliver(context.Background(), msg(k, raw)); err != nil {
+			if err := deliver(context.Background(), s, msg(k, raw)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -341,14 +351,14 @@ func TestIdempotency(t *testing.T) {
 		// again: skipping it would lose the message.
 		dir := t.TempDir()
 		s := newSink(t, dir)
-		if err := s.Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), s, msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
 		name := files(t, dir, "new")[0]
 		if err := os.Remove(filepath.Join(dir, "new", name)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Deliver(context.Background(), msg("k1", raw)); err != nil {
+		if err := deliver(context.Background(), s, msg("k1", raw)); err != nil {
 			t.Fatal(err)
 		}
 		if n := files(t, dir, "new"); len(n) != 1 {
@@ -360,7 +370,7 @@ func TestIdempotency(t *testing.T) {
 		dir := t.TempDir()
 		key := "a/b:c.d,e"
 		for range 2 {
-			if err := newSink(t, dir).Deliver(context.Background(), msg(key, raw)); err != nil {
+			if err := deliver(context.Background(), newSink(t, dir), msg(key, raw)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -377,7 +387,7 @@ func TestIdempotency(t *testing.T) {
 		dir := t.TempDir()
 		key := strings.Repeat("x", 300)
 		for range 2 {
-			if err := newSink(t, dir).Deliver(context.Background(), msg(key, raw)); err != nil {
+			if err := deliver(context.Background(), newSink(t, dir), msg(key, raw)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -390,7 +400,7 @@ func TestIdempotency(t *testing.T) {
 
 func TestNoKey(t *testing.T) {
 	dir := t.TempDir()
-	if err := newSink(t, dir).Deliver(context.Background(), msg("", []byte("x"))); err == nil {
+	if err := deliver(context.Background(), newSink(t, dir), msg("", []byte("x"))); err == nil {
 		t.Fatal("Deliver without a key succeeded")
 	}
 	assertEmpty(t, dir, "new", "tmp")
@@ -451,7 +461,7 @@ func TestPermissionDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(tmp, 0o700) })
-	err := s.Deliver(context.Background(), msg("k", []byte("x\r\n")))
+	err := deliver(context.Background(), s, msg("k", []byte("x\r\n")))
 	if err == nil || !strings.Contains(err.Error(), "permission denied") || sinks.Classify(err) != sinks.OutcomeUnavailable {
 		t.Fatalf("Deliver into unwritable tmp/: %v (%s), want unavailable", err, sinks.Classify(err))
 	}
@@ -502,7 +512,7 @@ func TestDiskFull(t *testing.T) {
 	s := newSink(t, dir)
 	line := []byte(strings.Repeat("x", 62) + "\r\n")
 	raw := bytes.Repeat(line, (1<<20)/len(line))
-	err := s.Deliver(context.Background(), msg("big", raw))
+	err := deliver(context.Background(), s, msg("big", raw))
 	if err == nil {
 		t.Fatal("delivering 1 MiB into a 64 KiB file system succeeded")
 	}
@@ -519,7 +529,7 @@ func TestDiskFull(t *testing.T) {
 	assertEmpty(t, dir, "tmp", "new", "cur")
 
 	// Once there is room again, a small message goes through.
-	if err := s.Deliver(context.Background(), msg("small", []byte("x\r\n"))); err != nil {
+	if err := deliver(context.Background(), s, msg("small", []byte("x\r\n"))); err != nil {
 		t.Fatalf("small message after disk full: %v", err)
 	}
 }
@@ -530,7 +540,7 @@ func TestReadOnly(t *testing.T) {
 	s := newSink(t, dir)
 	remountRO(t, mnt)
 
-	err := s.Deliver(context.Background(), msg("k", []byte("Subject: x\r\n\r\n")))
+	err := deliver(context.Background(), s, msg("k", []byte("Subject: x\r\n\r\n")))
 	if err == nil {
 		t.Fatal("Deliver on a read-only file system succeeded")
 	}
@@ -567,7 +577,7 @@ func TestCancel(t *testing.T) {
 		dir := t.TempDir()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		err := newSink(t, dir).Deliver(ctx, msg("k", raw))
+		err := deliver(ctx, newSink(t, dir), msg("k", raw))
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Deliver with cancelled context: %v", err)
 		}
@@ -581,13 +591,13 @@ func TestCancel(t *testing.T) {
 		defer cancel()
 		m := msg("k", raw)
 		m.Raw = &cancelReader{r: bytes.NewReader(raw), cancel: cancel}
-		err := s.Deliver(ctx, m)
+		err := deliver(ctx, s, m)
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Deliver cancelled midway: %v", err)
 		}
 		assertEmpty(t, dir, "tmp", "new")
 		// The key is not taken: a later attempt stores the message.
-		if err := s.Deliver(context.Background(), msg("k", raw)); err != nil {
+		if err := deliver(context.Background(), s, msg("k", raw)); err != nil {
 			t.Fatal(err)
 		}
 		if n := files(t, dir, "new"); len(n) != 1 {
@@ -601,7 +611,7 @@ func TestTruncatedSpool(t *testing.T) {
 	dir := t.TempDir()
 	m := msg("k", []byte("abc\r\n"))
 	m.Size = 100
-	err := newSink(t, dir).Deliver(context.Background(), m)
+	err := deliver(context.Background(), newSink(t, dir), m)
 	if err == nil || sinks.Classify(err) != sinks.OutcomeTemporary {
 		t.Fatalf("Deliver of a truncated spool: %v (%s)", err, sinks.Classify(err))
 	}
@@ -618,12 +628,12 @@ func TestConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range per {
 				raw := fmt.Appendf(nil, "Subject: %d/%d\r\n\r\nbody\r\n", w, i)
-				if err := s.Deliver(context.Background(), msg(fmt.Sprintf("acct%d-%d", w, i), raw)); err != nil {
+				if err := deliver(context.Background(), s, msg(fmt.Sprintf("acct%d-%d", w, i), raw)); err != nil {
 					errs <- err
 				}
 				// Every worker also delivers one shared key.
 				if i == per/2 {
-					if err := s.Deliver(context.Background(), msg("shared", []byte("shared\r\n"))); err != nil {
+					if err := deliver(context.Background(), s, msg("shared", []byte("shared\r\n"))); err != nil {
 						errs <- err
 					}
 				}
@@ -661,13 +671,13 @@ func TestOtherProcess(t *testing.T) {
 	a.now, b.now = clock, clock
 	var logbuf bytes.Buffer
 	b.logger = slog.New(slog.NewTextHandler(&logbuf, nil))
-	if err := b.Deliver(context.Background(), msg("other", []byte("o\r\n"))); err != nil {
+	if err := deliver(context.Background(), b, msg("other", []byte("o\r\n"))); err != nil {
 		t.Fatal(err) // b has now loaded its key set
 	}
-	if err := a.Deliver(context.Background(), msg("k", []byte("first\r\n"))); err != nil {
+	if err := deliver(context.Background(), a, msg("k", []byte("first\r\n"))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Deliver(context.Background(), msg("k", []byte("first\r\n"))); err != nil {
+	if err := deliver(context.Background(), b, msg("k", []byte("first\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	if n := files(t, dir, "new"); len(n) != 2 {
@@ -696,38 +706,145 @@ func TestLinkNoClobber(t *testing.T) {
 	}
 }
 
-// Flush syncs new/ once for the messages linked since the last Flush, and
-// only then: with nothing new it does not touch the directory, and a
-// failure to sync is an error the worker sees (so it records nothing).
+// A message is in new/ only after Flush, and only if its file was
+// synced: a write that has not reached the disk is never where a mail
+// reader (or a repeat's check) would take it as stored.
 func TestFlush(t *testing.T) {
+	if runtime.GOOS == "linux" {
+		t.Run("unnamed", func(t *testing.T) { testFlush(t, true) })
+	}
+	t.Run("named", func(t *testing.T) { testFlush(t, false) })
+}
+
+func testFlush(t *testing.T, unnamed bool) {
+	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	s := newSink(t, dir)
+	if unnamed && !s.unnamed {
+		t.Fatal("files without a name (O_TMPFILE) cannot be created and linked in this Maildir")
+	}
+	s.unnamed = unnamed
+	// The test messages are "Subject: <key>...": the hook reads which
+	// message it syncs and checks that message is not yet in new/.
+	var mu sync.Mutex
+	var synced []string
+	s.sync = func(f *os.File) error {
+		head := make([]byte, 10)
+		if _, err := f.ReadAt(head, 0); err != nil {
+			t.Errorf("reading the file to be synced: %v", err)
+		}
+		key := strings.Fields(string(head))[1]
+		for _, n := range files(t, dir, "new") {
+			if strings.Contains(n, ".K"+key+".") {
+				t.Errorf("message %s is in new/ (%s) before its file was synced", key, n)
+			}
+		}
+		mu.Lock()
+		synced = append(synced, key)
+		mu.Unlock()
+		return f.Sync()
+	}
 	for _, k := range []string{"a", "b"} {
-		if err := s.Deliver(context.Background(), msg(k, []byte("Subject: "+k+"\r\n\r\nx\r\n"))); err != nil {
+		if err := s.Deliver(ctx, msg(k, []byte("Subject: "+k+"\r\n\r\nx\r\n"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Flush(context.Background()); err != nil {
+	if n := files(t, dir, "new"); len(n) != 0 {
+		t.Fatalf("new/ = %q before Flush, want empty", n)
+	}
+	// Unnamed files leave nothing in tmp/ should the process die now.
+	if n := files(t, dir, "tmp"); unnamed && len(n) != 0 || !unnamed && len(n) != 2 {
+		t.Fatalf("tmp/ = %q before Flush", n)
+	}
+	if err := s.Flush(ctx, []string{"a", "b"}); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
-	// Nothing linked since: new/ is not opened (its absence goes unseen).
+	if n := files(t, dir, "new"); len(n) != 2 || len(synced) != 2 {
+		t.Fatalf("after Flush: new/ = %q, %d files synced; want 2 and 2", n, len(synced))
+	}
+	assertEmpty(t, dir, "tmp")
+
+	// Nothing to flush: new/ is not opened (its absence goes unseen).
 	moved := dir + ".moved"
 	if err := os.Rename(filepath.Join(dir, "new"), moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Flush(context.Background()); err != nil {
+	if err := s.Flush(ctx, nil); err != nil {
 		t.Errorf("Flush with nothing new: %v", err)
 	}
 	if err := os.Rename(moved, filepath.Join(dir, "new")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Deliver(context.Background(), msg("c", []byte("Subject: c\r\n\r\nx\r\n"))); err != nil {
+
+	// A file that cannot be synced never reaches new/; the error says
+	// why, a later Flush of the key says it was not stored, and the
+	// next delivery of the key writes it again.
+	s.sync = func(*os.File) error { return syscall.EIO }
+	if err := s.Deliver(ctx, msg("c", []byte("Subject: c\r\n\r\nx\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx, []string{"c"}); err == nil || !strings.Contains(err.Error(), "input/output error") {
+		t.Errorf("Flush of a file that cannot be synced: %v", err)
+	}
+	if n := files(t, dir, "new"); len(n) != 2 {
+		t.Errorf("new/ = %q after a failed sync, want the first two only", n)
+	}
+	assertEmpty(t, dir, "tmp")
+	if err := s.Flush(ctx, []string{"c"}); err == nil || !strings.Contains(err.Error(), "not stored") {
+		t.Errorf("Flush again of the failed key: %v, want an error", err)
+	}
+	s.sync = (*os.File).Sync
+	if err := deliver(ctx, s, msg("c", []byte("Subject: c\r\n\r\nx\r\n"))); err != nil {
+		t.Fatalf("delivering the key again: %v", err)
+	}
+	if n := files(t, dir, "new"); len(n) != 3 {
+		t.Errorf("new/ = %q, want three", n)
+	}
+
+	// new/ gone when the files are linked: an error (the Maildir must
+	// be repaired), nothing counted as stored.
+	if err := s.Deliver(ctx, msg("d", []byte("Subject: d\r\n\r\nx\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(filepath.Join(dir, "new"), moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Flush(context.Background()); err == nil || !strings.Contains(err.Error(), "syncing") {
-		t.Errorf("Flush after a link, with new/ gone: %v, want a sync error", err)
+	if err := s.Flush(ctx, []string{"d"}); sinks.Classify(err) != sinks.OutcomeUnavailable {
+		t.Errorf("Flush with new/ gone: %v, want the sink unavailable", err)
+	}
+}
+
+// The same key handed over twice before a Flush is written once; a
+// Flush of it from each caller, at the same time, both succeed once the
+// file is in new/.
+func TestFlushSameKeyTwice(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newSink(t, dir)
+	release := make(chan struct{})
+	s.sync = func(f *os.File) error { <-release; return f.Sync() }
+	for range 2 {
+		if err := s.Deliver(ctx, msg("k", []byte("x\r\n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	n := len(s.pending)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d files written for two deliveries of one key, want one", n)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- s.Flush(ctx, []string{"k"}) }()
+	go func() { errs <- s.Flush(ctx, []string{"k"}) }()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("Flush: %v", err)
+		}
+	}
+	if n := files(t, dir, "new"); len(n) != 1 {
+		t.Errorf("new/ = %q, want one file", n)
 	}
 }

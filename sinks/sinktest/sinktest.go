@@ -128,7 +128,7 @@ func Run(t *testing.T, target Target) {
 		msgs := Messages()
 		msgs["large"] = Large(cmp(target.Large, 25<<20))
 		for name, raw := range msgs {
-			err := s.Deliver(context.Background(), Message(raw))
+			err := deliver(context.Background(), s, Message(raw))
 			errs.add(err)
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
@@ -143,7 +143,7 @@ func Run(t *testing.T, target Target) {
 		s, received := target.New(t)
 		raw := Messages()["small"]
 		for range 2 {
-			err := s.Deliver(context.Background(), Message(raw))
+			err := deliver(context.Background(), s, Message(raw))
 			errs.add(err)
 			if err != nil {
 				t.Fatal(err)
@@ -164,7 +164,7 @@ func Run(t *testing.T, target Target) {
 			return
 		}
 		raw := Large(1 << 20)
-		err := s.Deliver(context.Background(), Message(raw))
+		err := deliver(context.Background(), s, Message(raw))
 		errs.add(err)
 		if err != nil {
 			t.Fatalf("delivery after one failed attempt: %v", err)
@@ -182,7 +182,7 @@ func Run(t *testing.T, target Target) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			err := s.Deliver(ctx, Message(Messages()["small"]))
+			err := deliver(ctx, s, Message(Messages()["small"]))
 			errs.add(err)
 			want := map[Fault]sinks.Outcome{Reject: sinks.OutcomeRejected, Unavailable: sinks.OutcomeUnavailable, Temporary: sinks.OutcomeTemporary}[f]
 			if got := sinks.Classify(err); got != want {
@@ -201,7 +201,7 @@ func Run(t *testing.T, target Target) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- s.Deliver(ctx, Message(Messages()["small"])) }()
+		go func() { done <- deliver(ctx, s, Message(Messages()["small"])) }()
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 		start := time.Now()
@@ -229,6 +229,18 @@ func Run(t *testing.T, target Target) {
 			}
 		}
 	})
+}
+
+// deliver hands m to s as the worker does: Deliver, then, for a sink
+// whose deliveries are durable only then, Flush.
+func deliver(ctx context.Context, s sinks.Sink, m *sinks.Message) error {
+	if err := s.Deliver(ctx, m); err != nil {
+		return err
+	}
+	if f, ok := s.(sinks.Flusher); ok {
+		return f.Flush(ctx, []string{m.Key})
+	}
+	return nil
 }
 
 func (target Target) stored(raw []byte) []byte {
