@@ -1292,7 +1292,32 @@ func (w *nfWorld) restartDovecot() {
 	} else {
 		w.d.Stop()
 	}
+	w.removeStaleLocks()
 	w.again = nfStartDovecot(t, w.d)
+}
+
+// removeStaleLocks deletes the dotlocks (dovecot-uidlist.lock) that the
+// killed Dovecot's pop3 processes held. The next session's pop3 process
+// sends "+OK Logged in." and then, opening the mailbox, waits for such a
+// lock before it answers anything, pophook's CAPA included: 2-3s until it
+// reads the PID in the lock and finds it dead, and up to the lock's stale
+// timeout (2 minutes) when the file is empty (the process was killed
+// between creating it and writing its PID) or the PID still looks alive
+// (a zombie not yet reaped); pophook then waits for its 60s timeout, past
+// nfQuickBound. Every Dovecot process has been killed by now, so every
+// lock is stale.
+func (w *nfWorld) removeStaleLocks() {
+	for _, a := range w.accts {
+		locks, err := filepath.Glob(filepath.Join(w.d.MaildirPath(a.user), "*.lock"))
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, l := range locks {
+			if err := os.Remove(l); err != nil && !os.IsNotExist(err) {
+				w.t.Errorf("removing Dovecot's stale lock: %v", err)
+			}
+		}
+	}
 }
 
 type nfDovecot struct {
