@@ -10,6 +10,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +46,9 @@ func rewriteEntries(tx *bolt.Tx) error {
 		msgs := tx.Bucket(bucketAccounts).Bucket(id).Bucket(bucketMessages)
 		if msgs == nil {
 			return nil
+		}
+		if err := touched(tx.Bucket(bucketAccounts).Bucket(id)); err != nil {
+			return err
 		}
 		type kv struct{ k, v []byte }
 		var all []kv
@@ -83,6 +88,8 @@ var (
 	keySalt        = []byte("salt")
 	keyAccountMeta = []byte("meta")
 	bucketMessages = []byte("messages")
+	keyIdle        = []byte("idle")    // see IdleMark
+	keyVersion     = []byte("version") // see Version
 )
 
 // Ledger is an open ledger file.
@@ -592,6 +599,9 @@ func (a *Account) put(tx *bolt.Tx, entries []*Entry) error {
 	if err != nil {
 		return err
 	}
+	if err := touched(b); err != nil {
+		return err
+	}
 	msgs := b.Bucket(bucketMessages)
 	for _, e := range entries {
 		if err := msgs.Put([]byte(e.ID()), encodeEntry(e)); err != nil {
@@ -664,23 +674,7 @@ func (a *Account) Each(fn func(*Entry) error) error {
 // A first pass only reads; when nothing is to change, as at most polls,
 // nothing is written (a write transaction costs an fsync).
 func (a *Account) Prune(listed map[string]bool, now time.Time, grace time.Duration) (int, error) {
-	// action says what a pass does with one entry: 0 nothing, 1 store e
-	// as changed, 2 delete it.
-	action := func(k []byte, e *Entry) int {
-		switch {
-		case listed[string(k)]:
-			if !e.MissingSince.IsZero() {
-				e.MissingSince = time.Time{}
-				return 1
-			}
-		case e.MissingSince.IsZero():
-			e.MissingSince = now
-			return 1
-		case now.Sub(e.MissingSince) > grace:
-			return 2
-		}
-		return 0
-	}
+	action := pruneAction(listed, now, grace)
 	var todo [][]byte
 	err := a.l.view(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, false)
@@ -698,18 +692,67 @@ func (a *Account) Prune(listed map[string]bool, now time.Time, grace time.Durati
 			return nil
 		})
 	})
-	if err != nil || len(todo) == 0 {
+	if err != nil {
 		return 0, err
 	}
+	return a.prune(todo, action)
+}
+
+// PruneKnown does what Prune does for an account whose every entry the
+// caller read at the start of its run (All), without reading them all
+// again: the candidates come from known, and each is read again and
+// decided afresh before anything is written. Only entries known lists
+// are considered, which is all of them as long as what the run added
+// since is listed (a run records entries only for listed messages).
+func (a *Account) PruneKnown(known map[string]*Entry, listed map[string]bool, now time.Time, grace time.Duration) (int, error) {
+	action := pruneAction(listed, now, grace)
+	var todo [][]byte
+	for k, e := range known {
+		if action([]byte(k), &Entry{MissingSince: e.MissingSince}) != 0 {
+			todo = append(todo, []byte(k))
+		}
+	}
+	slices.SortFunc(todo, bytes.Compare)
+	return a.prune(todo, action)
+}
+
+// pruneAction says what a prune does with one entry: 0 nothing, 1 store
+// e as changed, 2 delete it.
+func pruneAction(listed map[string]bool, now time.Time, grace time.Duration) func(k []byte, e *Entry) int {
+	return func(k []byte, e *Entry) int {
+		switch {
+		case listed[string(k)]:
+			if !e.MissingSince.IsZero() {
+				e.MissingSince = time.Time{}
+				return 1
+			}
+		case e.MissingSince.IsZero():
+			e.MissingSince = now
+			return 1
+		case now.Sub(e.MissingSince) > grace:
+			return 2
+		}
+		return 0
+	}
+}
+
+// prune applies action to the entries todo names, each read again in the
+// writing transaction (it may have changed since it was chosen).
+func (a *Account) prune(todo [][]byte, action func(k []byte, e *Entry) int) (int, error) {
+	if len(todo) == 0 {
+		return 0, nil
+	}
 	removed := 0
-	err = a.l.update(func(tx *bolt.Tx) error {
+	err := a.l.update(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, true)
 		if err != nil {
 			return err
 		}
+		if err := touched(b); err != nil {
+			return err
+		}
 		msgs := b.Bucket(bucketMessages)
 		for _, k := range todo {
-			// Read again: the entry may have changed since the first pass.
 			v := msgs.Get(k)
 			if v == nil {
 				continue
@@ -735,6 +778,92 @@ func (a *Account) Prune(listed map[string]bool, now time.Time, grace time.Durati
 		return 0, err
 	}
 	return removed, nil
+}
+
+// touched notes, in the transaction that changes an account's entries,
+// that they changed: the version goes up and the idle mark goes. Every
+// write of an entry calls it.
+func touched(b *bolt.Bucket) error {
+	v := binary.BigEndian.AppendUint64(nil, version(b)+1)
+	if err := b.Put(keyVersion, v); err != nil {
+		return err
+	}
+	return b.Delete(keyIdle)
+}
+
+func version(b *bolt.Bucket) uint64 {
+	if raw := b.Get(keyVersion); len(raw) == 8 {
+		return binary.BigEndian.Uint64(raw)
+	}
+	return 0
+}
+
+// Version counts the changes to the account's entries: read before the
+// entries, it lets SetIdleMark tell whether they changed since.
+func (a *Account) Version() (uint64, error) {
+	var v uint64
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err == nil && b != nil {
+			v = version(b)
+		}
+		return err
+	})
+	return v, err
+}
+
+// IdleMark is what a poll recorded when its complete listing needed
+// nothing done: the digest of that listing (and of everything else the
+// decision rested on), and the span of time [Since, Until) over which
+// the same listing needs nothing done either. Any change to the
+// account's entries removes it.
+type IdleMark struct {
+	Digest       []byte
+	Since, Until time.Time
+	Listed       int // messages in that listing
+}
+
+// Idle returns the account's idle mark; a zero mark when there is none.
+func (a *Account) Idle() (IdleMark, error) {
+	var m IdleMark
+	err := a.l.view(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, false)
+		if err != nil || b == nil {
+			return err
+		}
+		raw := b.Get(keyIdle)
+		if len(raw) != 24+sha256.Size {
+			return nil // none, or not one this version wrote: no mark
+		}
+		m.Since = time.Unix(0, int64(binary.BigEndian.Uint64(raw)))
+		m.Until = time.Unix(0, int64(binary.BigEndian.Uint64(raw[8:])))
+		m.Listed = int(binary.BigEndian.Uint64(raw[16:]))
+		m.Digest = append([]byte(nil), raw[24:]...)
+		return nil
+	})
+	return m, err
+}
+
+// SetIdleMark stores m, unless the entries changed since version
+// (Version, read before the entries the decision rested on): it reports
+// whether it stored it.
+func (a *Account) SetIdleMark(m IdleMark, since uint64) (bool, error) {
+	if len(m.Digest) != sha256.Size {
+		return false, fmt.Errorf("idle mark: digest of %d octets", len(m.Digest))
+	}
+	stored := false
+	err := a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, true)
+		if err != nil || version(b) != since {
+			return err
+		}
+		raw := binary.BigEndian.AppendUint64(nil, uint64(m.Since.UnixNano()))
+		raw = binary.BigEndian.AppendUint64(raw, uint64(m.Until.UnixNano()))
+		raw = binary.BigEndian.AppendUint64(raw, uint64(max(m.Listed, 0)))
+		stored = true
+		return b.Put(keyIdle, append(raw, m.Digest...))
+	})
+	return stored && err == nil, err
 }
 
 // Accounts lists the ids of every account in the ledger.
@@ -829,6 +958,9 @@ func (a *Account) Update(id string, fn func(*Entry) *Entry) error {
 				return err
 			}
 			b = tx.Bucket(bucketAccounts).Bucket(a.id)
+		}
+		if err := touched(b); err != nil {
+			return err
 		}
 		msgs := b.Bucket(bucketMessages)
 		var cur *Entry

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +337,116 @@ func TestPutBatchDebtPaidByNextWrite(t *testing.T) {
 	}
 	if err := l.Settle(); err != nil || l.owed != 0 {
 		t.Errorf("Settle: %v, owed %d", err, l.owed)
+	}
+}
+
+// PruneKnown, given every entry as All read it, leaves the ledger exactly
+// as Prune does, whatever is listed and however long each entry has been
+// missing.
+func TestPruneKnownAsPrune(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	grace := 24 * time.Hour
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 20 {
+		var entries []*Entry
+		listed := map[string]bool{}
+		for i := range 200 {
+			e := &Entry{UIDL: fmt.Sprintf("u%d", i), FirstSeen: t0}
+			switch rng.IntN(3) {
+			case 1:
+				e.MissingSince = t0.Add(-time.Hour) // missing, within grace
+			case 2:
+				e.MissingSince = t0.Add(-48 * time.Hour) // missing past grace
+			}
+			entries = append(entries, e)
+			if rng.IntN(2) == 0 {
+				listed[e.ID()] = true
+			}
+		}
+		snapshot := func(a *Account) []string {
+			var out []string
+			a.Each(func(e *Entry) error {
+				out = append(out, fmt.Sprintf("%s missing=%v", e.ID(), e.MissingSince))
+				return nil
+			})
+			return out
+		}
+		a, b := open(t, t.TempDir()).Account("acct"), open(t, t.TempDir()).Account("acct")
+		for _, acct := range []*Account{a, b} {
+			if err := acct.Put(entries...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		known, err := b.All(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		na, err := a.Prune(listed, t0, grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nb, err := b.PruneKnown(known, listed, t0, grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if na != nb || !slices.Equal(snapshot(a), snapshot(b)) {
+			t.Fatalf("round %d: Prune removed %d, PruneKnown %d; ledgers differ:\n%v\n%v", round, na, nb, snapshot(a), snapshot(b))
+		}
+		if na == 0 {
+			t.Fatalf("round %d: nothing removed: the test does not exercise removal", round)
+		}
+	}
+}
+
+// The idle mark is stored only while the entries are as they were when
+// the version was read, and any later change to an entry removes it.
+func TestIdleMarkFollowsEntries(t *testing.T) {
+	l := open(t, t.TempDir())
+	a := l.Account("acct")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mark := IdleMark{Digest: bytes.Repeat([]byte{7}, 32), Since: t0, Until: t0.Add(time.Hour), Listed: 12345}
+	has := func() bool {
+		m, err := a.Idle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Digest != nil
+	}
+	v, err := a.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Put(&Entry{UIDL: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.SetIdleMark(mark, v); err != nil || ok || has() {
+		t.Fatalf("mark stored over a change made after its version was read: %v %v", ok, err)
+	}
+	v, _ = a.Version()
+	if ok, err := a.SetIdleMark(mark, v); err != nil || !ok {
+		t.Fatalf("SetIdleMark: %v %v", ok, err)
+	}
+	m, _ := a.Idle()
+	if !bytes.Equal(m.Digest, mark.Digest) || !m.Since.Equal(t0) || !m.Until.Equal(t0.Add(time.Hour)) || m.Listed != 12345 {
+		t.Fatalf("Idle() = %+v, want %+v", m, mark)
+	}
+	for name, change := range map[string]func() error{
+		"Put":      func() error { return a.Put(&Entry{UIDL: "y"}) },
+		"PutBatch": func() error { return a.PutBatch(&Entry{UIDL: "z"}) },
+		"Update": func() error {
+			return a.Update("x", func(e *Entry) *Entry { e.Size = 9; return e })
+		},
+		"Prune": func() error { _, err := a.Prune(map[string]bool{}, t0, time.Hour); return err },
+	} {
+		v, _ := a.Version()
+		if ok, err := a.SetIdleMark(mark, v); err != nil || !ok {
+			t.Fatalf("SetIdleMark before %s: %v %v", name, ok, err)
+		}
+		if err := change(); err != nil {
+			t.Fatal(err)
+		}
+		if has() {
+			t.Errorf("the mark survived %s", name)
+		}
 	}
 }

@@ -443,17 +443,32 @@ func TestHostileEndlessBeforeFetch(t *testing.T) {
 				return true
 			},
 			says: []string{"listing the mailbox", "LIST", "line longer than 4096 octets"}, bound: 8 << 20},
-		{fault: "LIST that never sends its final \".\"", injection: "LIST answers with entries 1, 2, 3... without end",
+		{fault: "LIST that never sends its final \".\"", injection: "LIST answers with entries beyond the messages UIDL gave, without end",
 			reply: func(s *hostileServer, w io.Writer, cmd, _ string) bool {
 				if cmd != "LIST" {
 					return false
 				}
+				var b bytes.Buffer
+				b.WriteString("+OK\r\n")
+				for n := 1; n < 1<<16; n++ {
+					fmt.Fprintf(&b, "%d 1000\r\n", n)
+				}
+				s.stream(w, b.String(), []byte("1 1000\r\n"))
+				return true
+			},
+			// UIDL comes first: LIST may only size what it listed.
+			says: []string{"listing the mailbox", "LIST names message 4 that UIDL did not"}, bound: 8 << 20},
+		{fault: "UIDL that never sends its final \".\"", injection: "UIDL answers with entries 1, 2, 3... without end",
+			reply: func(s *hostileServer, w io.Writer, cmd, _ string) bool {
+				if cmd != "UIDL" {
+					return false
+				}
 				io.WriteString(w, "+OK\r\n")
 				var b bytes.Buffer
-				for n := 1; ; n++ {
+				for n := 0; ; n++ {
 					b.Reset()
 					for k := range 4096 {
-						fmt.Fprintf(&b, "%d 1000\r\n", n*4096+k)
+						fmt.Fprintf(&b, "%d u%d\r\n", n*4096+k+1, n*4096+k+1)
 					}
 					if _, err := w.Write(b.Bytes()); err != nil {
 						return true
@@ -464,20 +479,6 @@ func TestHostileEndlessBeforeFetch(t *testing.T) {
 			// The client keeps up to MaxListEntries (1<<20) entries,
 			// as a mailbox that large would need.
 			says: []string{"listing the mailbox", "more than 1048576 messages"}, bound: 192 << 20},
-		{fault: "UIDL that never sends its final \".\"", injection: "UIDL answers with entries beyond the messages LIST gave, without end",
-			reply: func(s *hostileServer, w io.Writer, cmd, _ string) bool {
-				if cmd != "UIDL" {
-					return false
-				}
-				var b bytes.Buffer
-				b.WriteString("+OK\r\n1 u0\r\n2 u1\r\n3 u2\r\n")
-				for n := 4; n < 1<<16; n++ {
-					fmt.Fprintf(&b, "%d u%d\r\n", n, n)
-				}
-				s.stream(w, b.String(), []byte("1 u0\r\n"))
-				return true
-			},
-			says: []string{"listing the mailbox", "UIDL names message 4 that LIST did not"}, bound: 8 << 20},
 		{fault: "UIDL of 5000 octets", injection: "UIDL gives message 2 an id of 5000 octets (RFC 1939: at most 70)",
 			reply: func(s *hostileServer, w io.Writer, cmd, _ string) bool {
 				if cmd != "UIDL" {
@@ -980,4 +981,35 @@ func TestHostileRetrCutEveryTime(t *testing.T) {
 		Injection: "pop3test CutRetrAfter 4000 on a 34 kB message, second of five",
 		Rounds:    rounds, Messages: len(msgs), Lost: lost, Repeated: repeated,
 		Result: "nothing lost or deleted early; the others delivered"})
+}
+
+// An idle poll of a mailbox whose messages are all delivered and kept
+// sends UIDL alone: LIST, a second listing of every message that a large
+// kept mailbox makes the server pay for, is sent only when a message
+// needs its size (the first listing, a new message).
+func TestIdlePollSendsNoLIST(t *testing.T) {
+	s := newHostileServer(t, wireMsgs(3)...)
+	rec := &recorder{}
+	s.set(func(s *hostileServer) { s.delivered = rec.delivered })
+	acct := s.account()
+	acct.Keep = Keep{Forever: true}
+	e := newEnv(t, acct, map[string]sinks.Sink{"hook": rec})
+	lists := func() int {
+		return len(slices.DeleteFunc(s.commands(), func(c string) bool { return c != "LIST" }))
+	}
+	if res := e.run(); res.Delivered != 3 || lists() != 1 {
+		t.Fatalf("first run: %+v, %d LIST; want 3 delivered after one LIST", res, lists())
+	}
+	if res := e.run(); res.Delivered != 0 || res.Listed != 3 || lists() != 1 {
+		t.Fatalf("idle poll: %+v, %d LIST in all; want nothing delivered and no second LIST", res, lists())
+	}
+	s.set(func(s *hostileServer) {
+		s.msgs = append(s.msgs, &hostileMsg{uid: "new", data: []byte("Subject: new\r\n\r\nfresh\r\n")})
+	})
+	if res := e.run(); res.Delivered != 1 || lists() != 2 {
+		t.Fatalf("poll with a new message: %+v, %d LIST in all; want it delivered after a LIST", res, lists())
+	}
+	if rec.count() != 4 {
+		t.Errorf("%d deliveries, want 4", rec.count())
+	}
 }

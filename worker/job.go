@@ -181,6 +181,10 @@ type run struct {
 	down    map[string]error // sinks that failed in this run
 	dele    []*Pending       // delivered, to be deleted
 	spools  spoolPool        // files holding fetched messages; see fetch
+	// known is every ledger entry of the account as read for the plan
+	// (when the listing was large enough to read them all), so that the
+	// prune need not read them again.
+	known map[string]*state.Entry
 }
 
 var (
@@ -307,11 +311,25 @@ func (r *run) session() error {
 		return err
 	}
 
+	// An idle mark (see idle.go) is read, with the version of the entries
+	// it rests on, before anything else of the ledger.
+	version, err := r.ledger.Version()
+	if err != nil {
+		return fmt.Errorf("account %s: ledger: %w", a.Name, err)
+	}
+	mark, err := r.ledger.Idle()
+	if err != nil {
+		return fmt.Errorf("account %s: ledger: %w", a.Name, err)
+	}
 	// The ledger is read while the server lists: for a large mailbox both
-	// take a while, and the plan needs both.
-	early := r.readAhead()
-	defer early.cancel()
-	list, err := c.Scan(r.ctx)
+	// take a while, and the plan needs both. With an idle mark, the
+	// listing is likely to need no more, and the read waits for it.
+	var early *entriesAhead
+	if mark.Digest == nil {
+		early = r.readAhead()
+	}
+	defer func() { early.cancel() }()
+	list, err := c.Listing(r.ctx, mark.Listed)
 	switch {
 	case errors.Is(err, pop3.ErrPipeliningBroken):
 		r.log.Warn("server advertises PIPELINING but drops pipelined commands; using lock-step from now on", "err", err)
@@ -327,6 +345,20 @@ func (r *run) session() error {
 		return fmt.Errorf("account %s: listing the mailbox: %w", a.Name, err)
 	}
 	r.res.Listed = len(list)
+	var digest []byte
+	if len(list) > idleAbove {
+		digest = r.idleDigest(list)
+		if idleHolds(mark, digest, r.now()) {
+			r.res.Unchanged = true
+			r.log.Debug("the listing is the one the last poll found nothing to do for; nothing read or planned",
+				"messages", len(list), "until", mark.Until.Format(time.RFC3339))
+			r.quit()
+			return nil
+		}
+	}
+	if early == nil {
+		early = r.readAhead()
+	}
 
 	plan, err := r.plan(list, early)
 	if err != nil {
@@ -362,6 +394,17 @@ func (r *run) session() error {
 	}
 	if err := r.prune(list); err != nil && fetchErr == nil {
 		fetchErr = err
+	}
+	if digest != nil && fetchErr == nil && !r.aborted {
+		now := r.now()
+		if until, ok := r.idleUntil(list, plan, r.known, now); ok {
+			stored, err := r.ledger.SetIdleMark(state.IdleMark{Digest: digest, Since: now, Until: until, Listed: len(list)}, version)
+			if err != nil {
+				r.log.Warn("ledger: could not record that the poll found nothing to do", "err", err)
+			} else if stored {
+				r.log.Debug("nothing to do: the same listing will not be planned again", "until", until.Format(time.RFC3339))
+			}
+		}
 	}
 	return fetchErr
 }
@@ -464,8 +507,10 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 	var err error
 	if len(ids) > readAheadAbove {
 		entries, err = early.wait()
+		r.known = entries
 	} else {
 		early.cancel()
+		r.known = nil
 		entries, err = r.ledger.GetListed(ids, listed)
 	}
 	if err != nil {
@@ -488,6 +533,11 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 		}
 	}
 	r.listed = listed
+	if sizesNeeded(list, ids, entries, a.Sinks, !r.meta.Initialized.IsZero()) {
+		if err := r.c.AddSizes(r.ctx, list); err != nil {
+			return Plan{}, fmt.Errorf("account %s: listing the mailbox: %w", a.Name, err)
+		}
+	}
 	r.raiseFloor(r.meta.Initialized)
 	for _, e := range entries {
 		r.raiseFloor(e.FirstSeen)
@@ -525,6 +575,24 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 	return p, nil
 }
 
+// sizesNeeded reports whether the plan needs the messages' sizes (one
+// LIST): for a first listing, a message the ledger does not know or
+// knows as deleted, and a message not yet delivered everywhere. An idle
+// poll of a mailbox whose messages are all delivered and kept needs
+// none, and the server is spared listing them all a second time.
+func sizesNeeded(list []pop3.MessageInfo, ids []string, entries map[string]*state.Entry, sinks []string, initialized bool) bool {
+	if !initialized {
+		return true
+	}
+	for i := range list {
+		e := entries[ids[i]]
+		if e == nil || !e.DeletedAt.IsZero() || !e.Skipped && !e.Delivered(sinks) {
+			return true
+		}
+	}
+	return false
+}
+
 // readAheadAbove is the listing size above which the plan uses the
 // entries read while the server listed, rather than look up each id.
 const readAheadAbove = 1000
@@ -554,8 +622,11 @@ func (e *entriesAhead) wait() (map[string]*state.Entry, error) {
 
 // cancel stops the read, for a listing small enough to look up id by id,
 // and waits for it to end: a read transaction left open would hold back
-// the ledger's writers.
+// the ledger's writers. A nil e was never started.
 func (e *entriesAhead) cancel() {
+	if e == nil {
+		return
+	}
 	e.stop.Store(true)
 	<-e.done
 }

@@ -22,6 +22,9 @@ type Result struct {
 	Listed    int // messages on the server at the last listing
 	Delivered int // messages newly delivered to all their sinks
 	Deleted   int // deletions confirmed by QUIT
+	// Unchanged is set when the listing was the one the last poll found
+	// nothing to do for, so the ledger was not read (see idle.go).
+	Unchanged bool
 	// Problems are what went wrong with single messages or sinks; the
 	// run itself may have succeeded.
 	Problems []Problem

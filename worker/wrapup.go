@@ -66,7 +66,13 @@ func (r *run) prune(list []pop3.MessageInfo) error {
 	if listed == nil {
 		_, _, listed = listingIDs(list)
 	}
-	n, err := r.ledger.Prune(listed, r.now(), pruneGrace)
+	var n int
+	var err error
+	if r.known != nil {
+		n, err = r.ledger.PruneKnown(r.known, listed, r.now(), pruneGrace)
+	} else {
+		n, err = r.ledger.Prune(listed, r.now(), pruneGrace)
+	}
 	if err != nil {
 		return fmt.Errorf("account %s: ledger: %w", r.Account.Name, err)
 	}

@@ -372,3 +372,36 @@ func TestScanNumbering(t *testing.T) {
 		})
 	}
 }
+
+// Listing lists UIDL alone, sizes unknown (-1); AddSizes fills them from
+// one LIST and refuses a LIST that does not size exactly those messages.
+func TestListingThenSizes(t *testing.T) {
+	c := loggedIn(t, plainOpts, nil,
+		"C: UIDL", "S: +OK", "S: 1 a", "S: 2 b", "S: .",
+		"C: LIST", "S: +OK", "S: 2 20", "S: 1 10", "S: .")
+	list, err := c.Listing(ctx(t), 2)
+	ok(t, err)
+	if len(list) != 2 || list[0] != (MessageInfo{1, -1, "a"}) || list[1] != (MessageInfo{2, -1, "b"}) {
+		t.Fatalf("Listing = %+v", list)
+	}
+	ok(t, c.AddSizes(ctx(t), list))
+	if list[0].Size != 10 || list[1].Size != 20 {
+		t.Errorf("after AddSizes: %+v", list)
+	}
+	for name, lines := range map[string][]string{
+		// The session is closed at the offending line.
+		"unknown message": {"S: 1 10", "S: 2 20", "S: 3 30"},
+		"listed twice":    {"S: 1 10", "S: 1 10"},
+		"one left out":    {"S: 1 10", "S: ."},
+	} {
+		t.Run(name, func(t *testing.T) {
+			script := append([]string{"C: UIDL", "S: +OK", "S: 1 a", "S: 2 b", "S: .", "C: LIST", "S: +OK"}, lines...)
+			c := loggedIn(t, plainOpts, nil, script...)
+			list, err := c.Listing(ctx(t), 0)
+			ok(t, err)
+			if err := c.AddSizes(ctx(t), list); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("AddSizes: %v, want a protocol error", err)
+			}
+		})
+	}
+}

@@ -134,6 +134,74 @@ func (c *Client) UIDL(ctx context.Context) ([]MessageInfo, error) {
 	return c.scan(ctx, "UIDL")
 }
 
+// Listing returns every message with its unique id from UIDL alone; Size
+// is -1 until AddSizes fills it. Sizes cost the server a second listing
+// that an idle poll of a large mailbox does not need. A server without
+// UIDL yields ErrNoUIDL (wrapping its *Error).
+// expect, when known, is about how many messages the server will list:
+// a listing of 100,000 is then gathered without growing its slice.
+func (c *Client) Listing(ctx context.Context, expect int) ([]MessageInfo, error) {
+	out, err := c.scanInto(ctx, make([]MessageInfo, 0, min(max(expect, 0), c.opts.MaxListEntries)), "UIDL")
+	var pe *Error
+	if errors.As(err, &pe) && pe.Command == "UIDL" {
+		return nil, fmt.Errorf("%w: %w", ErrNoUIDL, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].UID == "" {
+			return nil, c.fail(fmt.Errorf("pop3: UIDL: %w: no unique id for message %d", ErrProtocol, out[i].Num))
+		}
+		out[i].Size = -1
+	}
+	return out, nil
+}
+
+// AddSizes sets the size of every message of list (from Listing) from one
+// LIST. A LIST that names a message list does not hold, names one twice
+// or leaves one out is a protocol error.
+func (c *Client) AddSizes(ctx context.Context, list []MessageInfo) error {
+	moved := map[int]int{} // as in scan: servers number 1, 2, 3...
+	for i, m := range list {
+		list[i].Size = -1
+		if m.Num != i+1 {
+			moved[m.Num] = i
+		}
+	}
+	n := 0
+	err := c.listing(ctx, []string{"LIST"}, func(_ int, line string) error {
+		num, size, err := parseListing(line)
+		if err != nil {
+			return err
+		}
+		j, ok := moved[num]
+		if !ok && num >= 1 && num <= len(list) && list[num-1].Num == num {
+			j, ok = num-1, true
+		}
+		switch {
+		case !ok:
+			return fmt.Errorf("LIST names message %d that UIDL did not", num)
+		case list[j].Size >= 0:
+			return fmt.Errorf("message %d listed twice", num)
+		}
+		list[j].Size = size
+		n++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n != len(list) {
+		for _, m := range list {
+			if m.Size < 0 {
+				return c.fail(fmt.Errorf("pop3: LIST: %w: no size for message %d", ErrProtocol, m.Num))
+			}
+		}
+	}
+	return nil
+}
+
 // Scan returns every message with its size and unique id, sending LIST
 // and UIDL together when the server pipelines. A server without UIDL
 // yields ErrNoUIDL (wrapping its *Error); List is the fallback.
@@ -159,7 +227,11 @@ func (c *Client) Scan(ctx context.Context) ([]MessageInfo, error) {
 // listed twice, or named by the second listing and not the first, is a
 // protocol violation.
 func (c *Client) scan(ctx context.Context, cmds ...string) ([]MessageInfo, error) {
-	var out []MessageInfo
+	return c.scanInto(ctx, nil, cmds...)
+}
+
+// scanInto is scan appending to out.
+func (c *Client) scanInto(ctx context.Context, out []MessageInfo, cmds ...string) ([]MessageInfo, error) {
 	// Servers number messages 1, 2, 3...: a message is found at index
 	// Num-1 without a map, which a listing of 100,000 would otherwise
 	// spend most of its time on. Only a message found elsewhere goes in
