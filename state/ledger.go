@@ -128,8 +128,14 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 	// bbolt makes a new database of an empty file: for a ledger that was
 	// emptied (a failed copy, a full disk during a restore) that would
 	// mean every message kept on the servers sent again.
-	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.Size() == 0:
 		return nil, corrupt(path, errors.New("the file is empty"))
+	case errors.Is(err, fs.ErrNotExist):
+		if err := create(dataDir, path, timeout); err != nil {
+			return nil, err
+		}
 	}
 	db, err := openBolt(path, timeout)
 	switch {
@@ -169,6 +175,56 @@ func Open(dataDir string, timeout time.Duration) (*Ledger, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// create makes a new ledger under a temporary name and links it into
+// place complete. bbolt creates a new file and only then writes its
+// first pages: a process killed in between (kill -9 at the first start)
+// would leave an empty ledger.db, which Open rightly refuses, since an
+// emptied ledger must not pass for a new one. A link never replaces a
+// ledger another process created meanwhile. Temporary files left by a
+// killed creation are removed once they are a minute old.
+func create(dir, path string, timeout time.Duration) error {
+	olds, _ := filepath.Glob(path + ".new-*")
+	for _, old := range olds {
+		if fi, err := os.Stat(old); err == nil && time.Since(fi.ModTime()) > time.Minute {
+			os.Remove(old)
+		}
+	}
+	f, err := os.CreateTemp(dir, FileName+".new-*")
+	if err != nil {
+		return fmt.Errorf("ledger: creating %s: %w%s", path, err, accessHint(err))
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+	db, err := openBolt(tmp, timeout)
+	if err != nil {
+		return fmt.Errorf("ledger: creating %s: %w", path, err)
+	}
+	l := &Ledger{db: db, path: tmp}
+	err = l.update(l.migrate)
+	if err == nil {
+		err = l.update(l.loadSalt)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: creating %s: %w", path, err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("ledger: creating %s: %w%s", path, err, accessHint(err))
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("ledger: creating %s: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("ledger: creating %s: syncing %s: %w", path, dir, err)
+	}
+	return nil
 }
 
 // openBolt opens the file; bbolt panics on some damage (a truncated file,

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -447,6 +449,45 @@ func TestIdleMarkFollowsEntries(t *testing.T) {
 		}
 		if has() {
 			t.Errorf("the mark survived %s", name)
+		}
+	}
+}
+
+// A process killed at any moment while creating a ledger leaves either
+// no ledger.db or a complete one: never an empty file that Open would
+// refuse (and the user would have to move aside) at the next start.
+func TestKilledWhileCreating(t *testing.T) {
+	if dir := os.Getenv("PHTEST_CREATE_LOOP"); dir != "" {
+		for i := 0; ; i++ {
+			l, err := Open(filepath.Join(dir, strconv.Itoa(i)), time.Second)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(3)
+			}
+			l.Close()
+		}
+	}
+	root := t.TempDir()
+	for round := range 20 {
+		dir := filepath.Join(root, strconv.Itoa(round))
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWhileCreating$")
+		cmd.Env = append(os.Environ(), "PHTEST_CREATE_LOOP="+dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+round*7) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		subs, _ := os.ReadDir(dir)
+		if len(subs) == 0 {
+			t.Fatalf("round %d: the child created nothing before it was killed", round)
+		}
+		for _, sub := range subs {
+			l, err := Open(filepath.Join(dir, sub.Name()), time.Second)
+			if err != nil {
+				t.Fatalf("round %d: after a kill during creation: %v", round, err)
+			}
+			l.Close()
 		}
 	}
 }
