@@ -361,8 +361,38 @@ func replyBounds(text string, forwarded bool) (start, end int, forward bool) {
 }
 
 func isSeparator(s string) bool {
-	return (strings.HasPrefix(s, "--") || strings.Contains(strings.ToLower(s[:min(len(s), 120)]), "above this line")) &&
+	return (strings.HasPrefix(s, "--") || containsFoldASCII(s[:min(len(s), 120)], "above this line")) &&
 		separatorRE.MatchString(s)
+}
+
+// containsFoldASCII reports whether s contains needle (lower-case ASCII)
+// as strings.Contains(strings.ToLower(s), needle) would, without
+// lower-casing a copy of every line: ASCII letters in either case, and
+// the two runes Go lower-cases to ASCII letters, İ (U+0130) to i and the
+// Kelvin sign (U+212A) to k.
+func containsFoldASCII(s, needle string) bool {
+	for i := range len(s) {
+		k, j := i, 0
+		for ; j < len(needle) && k < len(s); j++ {
+			c := s[k]
+			switch {
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			case c == 0xc4 && strings.HasPrefix(s[k:], "\u0130"):
+				c, k = 'i', k+1
+			case c == 0xe2 && strings.HasPrefix(s[k:], "\u212a"):
+				c, k = 'k', k+2
+			}
+			if c != needle[j] {
+				break
+			}
+			k++
+		}
+		if j == len(needle) {
+			return true
+		}
+	}
+	return false
 }
 
 func mayForward(s string) bool { return strings.HasPrefix(s, "--") || endsColon(s) }

@@ -285,3 +285,18 @@ func TestReplyCoverage(t *testing.T) {
 		t.Errorf("labelled replies lack %q", missing)
 	}
 }
+
+// containsFoldASCII says what lower-casing the line and searching did,
+// whatever the line holds (upper-case and other Unicode letters,
+// invalid UTF-8).
+func FuzzContainsFoldASCII(f *testing.F) {
+	for _, s := range []string{"Reply ABOVE this line", "above thıs line", "ABOVE THİS LINE", "above this lin", "\xffabove this line", "KELVIN \u212a above  this line"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := strings.Contains(strings.ToLower(s), "above this line")
+		if got := containsFoldASCII(s, "above this line"); got != want {
+			t.Errorf("containsFoldASCII(%q) = %v, lower-casing says %v", s, got, want)
+		}
+	})
+}
