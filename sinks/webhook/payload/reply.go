@@ -93,10 +93,31 @@ func norm(line string) string {
 	if len(line) > 600 {
 		return ""
 	}
-	if strings.Contains(line, "\u00a0") || strings.Contains(line, "\u3000") {
-		line = strings.NewReplacer("\u00a0", " ", "\u3000", " ").Replace(line)
+	if hasWideSpace(line) {
+		line = wideSpaces.Replace(line)
 	}
 	return strings.TrimSpace(line)
+}
+
+var wideSpaces = strings.NewReplacer("\u00a0", " ", "\u3000", " ")
+
+// hasWideSpace reports whether line holds U+00A0 or U+3000, in one pass:
+// searching for each in turn stops at every Japanese kana (which share
+// U+3000's first byte).
+func hasWideSpace(line string) bool {
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case 0xc2:
+			if strings.HasPrefix(line[i:], "\u00a0") {
+				return true
+			}
+		case 0xe3:
+			if strings.HasPrefix(line[i:], "\u3000") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isBlank(line string) bool { return strings.TrimSpace(line) == "" }

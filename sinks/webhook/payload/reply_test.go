@@ -300,3 +300,16 @@ func FuzzContainsFoldASCII(f *testing.F) {
 		}
 	})
 }
+
+// hasWideSpace finds what searching for each wide space in turn finds.
+func FuzzHasWideSpace(f *testing.F) {
+	for _, s := range []string{"a\u00a0b", "こんにちは\u3000世界", "ｶﾀｶﾅ", "\xc2", "\xe3\x80", "plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := strings.Contains(s, "\u00a0") || strings.Contains(s, "\u3000")
+		if got := hasWideSpace(s); got != want {
+			t.Errorf("hasWideSpace(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
