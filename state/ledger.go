@@ -650,6 +650,21 @@ func (a *Account) Put(entries ...*Entry) error {
 	return a.l.update(func(tx *bolt.Tx) error { return a.put(tx, entries) })
 }
 
+// PutMeta is Put that stores the account's metadata in the same
+// transaction.
+func (a *Account) PutMeta(m AccountMeta, entries ...*Entry) error {
+	return a.l.update(func(tx *bolt.Tx) error {
+		b, err := a.bucket(tx, true)
+		if err != nil {
+			return err
+		}
+		if err := put(b, keyAccountMeta, m); err != nil {
+			return err
+		}
+		return a.put(tx, entries)
+	})
+}
+
 func (a *Account) put(tx *bolt.Tx, entries []*Entry) error {
 	b, err := a.bucket(tx, true)
 	if err != nil {
@@ -675,10 +690,27 @@ func (a *Account) put(tx *bolt.Tx, entries []*Entry) error {
 // commits an empty one if none came. Once paid, both meta pages point at
 // trees that hold the batch, and one damaged page costs no recorded
 // delivery.
-func (a *Account) PutBatch(entries ...*Entry) error {
+func (a *Account) PutBatch(entries ...*Entry) error { return a.putBatch(nil, entries) }
+
+// PutBatchMeta is PutBatch that stores the account's metadata in the same
+// transaction.
+func (a *Account) PutBatchMeta(m AccountMeta, entries ...*Entry) error {
+	return a.putBatch(&m, entries)
+}
+
+func (a *Account) putBatch(m *AccountMeta, entries []*Entry) error {
 	var id int
 	err := a.l.update(func(tx *bolt.Tx) error {
 		id = tx.ID()
+		if m != nil {
+			b, err := a.bucket(tx, true)
+			if err != nil {
+				return err
+			}
+			if err := put(b, keyAccountMeta, *m); err != nil {
+				return err
+			}
+		}
 		return a.put(tx, entries)
 	})
 	if err != nil {

@@ -381,11 +381,18 @@ func (r *run) commit() error {
 	}
 	defer func() { *u = unsaved{} }()
 	r.flush(u)
-	if err := r.ledger.PutBatch(u.entries...); err != nil {
+	var err error
+	if r.metaUnsaved {
+		err = r.ledger.PutBatchMeta(r.meta, u.entries...)
+	} else {
+		err = r.ledger.PutBatch(u.entries...)
+	}
+	if err != nil {
 		// Not deleted, and offered again under the same keys: the same
 		// as a crash at this point.
 		return fmt.Errorf("ledger: %w", err)
 	}
+	r.metaUnsaved = false
 	for _, e := range u.entries {
 		r.log.Debug("recorded", "uidl", e.UIDL, "key", e.Key)
 	}

@@ -181,6 +181,8 @@ type run struct {
 	down    map[string]error // sinks that failed in this run
 	dele    []*Pending       // delivered, to be deleted
 	spools  spoolPool        // files holding fetched messages; see fetch
+	// metaUnsaved: meta has changes for the next commit to store.
+	metaUnsaved bool
 	// known is every ledger entry of the account as read for the plan
 	// (when the listing was large enough to read them all), so that the
 	// prune need not read them again.
@@ -384,6 +386,13 @@ func (r *run) session() error {
 		r.quit()
 		return fmt.Errorf("account %s: %w", a.Name, err)
 	}
+	if r.metaUnsaved {
+		if err := r.ledger.SetMeta(r.meta); err != nil {
+			r.quit()
+			return fmt.Errorf("account %s: ledger: %w", a.Name, err)
+		}
+		r.metaUnsaved = false
+	}
 	if errors.Is(fetchErr, errAgain) {
 		return errAgain
 	}
@@ -552,19 +561,26 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 		Sinks: a.Sinks, SinkConfig: r.SinkConfig, SkipExisting: a.SkipExisting,
 		MaxMessageSize: a.MaxMessageSize, Keep: a.Keep, Now: r.now(), Floor: r.floor,
 	})
-	if len(p.Record) > 0 {
-		if err := r.ledger.Put(p.Record...); err != nil {
-			return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
-		}
-	}
-	if p.Initialize {
+	var err2 error
+	switch {
+	case p.Initialize && len(p.Record) == 0 && !a.SkipExisting:
+		// A first listing with nothing else to record: that it happened
+		// goes with the first batch of results (commit), one transaction
+		// fewer for a new account. A crash before then only makes the
+		// next listing a first one too.
 		r.meta.Initialized = r.now()
-		if err := r.ledger.SetMeta(r.meta); err != nil {
-			return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err)
-		}
-		if a.SkipExisting {
+		r.metaUnsaved = true
+	case p.Initialize:
+		r.meta.Initialized = r.now()
+		err2 = r.ledger.PutMeta(r.meta, p.Record...)
+		if err2 == nil && a.SkipExisting {
 			r.log.Info("SKIP_EXISTING: recorded the messages already on the server without sending them", "messages", len(p.Record))
 		}
+	case len(p.Record) > 0:
+		err2 = r.ledger.Put(p.Record...)
+	}
+	if err2 != nil {
+		return Plan{}, fmt.Errorf("account %s: ledger: %w", a.Name, err2)
 	}
 	for s := range p.Reoffered {
 		r.log.Info("the sink's configuration changed since it rejected messages; offering them again", "sink", s)

@@ -631,3 +631,22 @@ func TestFlushBeforeRecord(t *testing.T) {
 		t.Errorf("the webhook got %d deliveries, want 5: its deliveries were recorded despite the archive's failure", n)
 	}
 }
+
+// A first listing is recorded as such (meta.Initialized) with the first
+// batch of results, or on its own when there is nothing to deliver, and
+// never before the listing is complete.
+func TestFirstListingRecorded(t *testing.T) {
+	for _, n := range []int{0, 3} {
+		s := pop3test.NewTLSServer(pop3test.Options{Pipelining: true})
+		defer s.Close()
+		s.SetMailbox("alice", messages(n, "Subject: m%d\n\nbody\n"))
+		e := newEnv(t, fakeAccount(s), map[string]sinks.Sink{"hook": &recorder{}})
+		if res := e.run(); res.Delivered != n {
+			t.Fatalf("%d messages: %+v", n, res)
+		}
+		meta, err := e.ledger.Account(e.job.Account.LedgerID()).Meta()
+		if err != nil || !meta.Initialized.Equal(e.clock) {
+			t.Errorf("%d messages: Initialized %v (%v), want %v", n, meta.Initialized, err, e.clock)
+		}
+	}
+}
