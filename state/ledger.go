@@ -647,28 +647,25 @@ func (a *Account) All(stop *atomic.Bool) (map[string]*Entry, error) {
 
 // Put commits entries durably: when Put returns nil they survive a crash.
 func (a *Account) Put(entries ...*Entry) error {
-	return a.l.update(func(tx *bolt.Tx) error { return a.put(tx, entries) })
+	return a.l.update(func(tx *bolt.Tx) error { return a.put(tx, nil, entries) })
 }
 
 // PutMeta is Put that stores the account's metadata in the same
 // transaction.
 func (a *Account) PutMeta(m AccountMeta, entries ...*Entry) error {
-	return a.l.update(func(tx *bolt.Tx) error {
-		b, err := a.bucket(tx, true)
-		if err != nil {
-			return err
-		}
-		if err := put(b, keyAccountMeta, m); err != nil {
-			return err
-		}
-		return a.put(tx, entries)
-	})
+	return a.l.update(func(tx *bolt.Tx) error { return a.put(tx, &m, entries) })
 }
 
-func (a *Account) put(tx *bolt.Tx, entries []*Entry) error {
+// put stores entries, and m unless nil.
+func (a *Account) put(tx *bolt.Tx, m *AccountMeta, entries []*Entry) error {
 	b, err := a.bucket(tx, true)
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		if err := put(b, keyAccountMeta, *m); err != nil {
+			return err
+		}
 	}
 	if err := touched(b); err != nil {
 		return err
@@ -702,16 +699,7 @@ func (a *Account) putBatch(m *AccountMeta, entries []*Entry) error {
 	var id int
 	err := a.l.update(func(tx *bolt.Tx) error {
 		id = tx.ID()
-		if m != nil {
-			b, err := a.bucket(tx, true)
-			if err != nil {
-				return err
-			}
-			if err := put(b, keyAccountMeta, *m); err != nil {
-				return err
-			}
-		}
-		return a.put(tx, entries)
+		return a.put(tx, m, entries)
 	})
 	if err != nil {
 		return err
