@@ -213,26 +213,22 @@ func (s *Sink) refill(tmpDir string) {
 // while Deliver runs.
 func (s *Sink) Close() error {
 	s.closed.Store(true)
-	s.filler.Wait()
-	for {
-		select {
-		case f := <-s.spares:
-			f.Close()
-		default:
-			s.mu.Lock()
-			for tok, pf := range s.pending {
-				if !pf.flushing {
-					pf.f.Close()
-					if pf.tmp != "" {
-						s.remove(pf.tmp)
-					}
-					delete(s.pending, tok)
-				}
+	s.filler.Wait() // nothing adds spares after this
+	for len(s.spares) > 0 {
+		(<-s.spares).Close()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok, pf := range s.pending {
+		if !pf.flushing {
+			pf.f.Close()
+			if pf.tmp != "" {
+				s.remove(pf.tmp)
 			}
-			s.mu.Unlock()
-			return nil
+			delete(s.pending, tok)
 		}
 	}
+	return nil
 }
 
 // Deliver writes m to tmp/; Flush makes it durable and moves it into
@@ -274,7 +270,7 @@ func (s *Sink) Deliver(ctx context.Context, m *sinks.Message) error {
 	s.pending[tok] = pf
 	s.mu.Unlock()
 	s.logger.Debug("message written to maildir tmp/", "key", m.Key, "account", m.Account,
-		"uidl", m.UIDL, "file", pf.tmp)
+		"uidl", m.UIDL, "file", pf.f.Name())
 	return nil
 }
 
@@ -512,14 +508,11 @@ func (s *Sink) flushFiles(list []*pendingFile, syncNew bool) (err error) {
 
 	// Each file is synced, then linked into new/, a few at a time.
 	var wg sync.WaitGroup
-	var linked atomic.Int64
 	next := make(chan *pendingFile)
 	for range min(len(list), syncParallel) {
 		wg.Go(func() {
 			for pf := range next {
-				if s.place(pf, newDir) {
-					linked.Add(1)
-				}
+				s.place(pf, newDir)
 			}
 		})
 	}
@@ -528,32 +521,28 @@ func (s *Sink) flushFiles(list []*pendingFile, syncNew bool) (err error) {
 	}
 	close(next)
 	wg.Wait()
+	linked := syncNew
 	for _, pf := range list {
+		linked = linked || pf.linked
 		if pf.err != nil && err == nil {
 			err = pf.err
 		}
 	}
-	if linked.Load() > 0 || syncNew {
-		if serr := atomicfile.SyncDir(newDir); serr != nil {
-			serr = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(serr), serr)
-			for _, pf := range list {
-				if pf.err == nil {
-					pf.err = serr
-				}
-			}
-			if err == nil {
-				err = serr
-			}
+	// The deferred pass gives the files that had no error of their own
+	// the first one, this included.
+	if linked {
+		if serr := atomicfile.SyncDir(newDir); serr != nil && err == nil {
+			err = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, newDir, hint(serr), serr)
 		}
 	}
 	return err
 }
 
-// place syncs pf's file and links it into newDir, reporting whether it
-// linked it; pf.err says what failed.
-func (s *Sink) place(pf *pendingFile, newDir string) (linked bool) {
+// place syncs pf's file and links it into newDir; pf.linked says whether
+// it did, pf.err what failed.
+func (s *Sink) place(pf *pendingFile, newDir string) {
 	defer func() {
-		if cerr := pf.f.Close(); cerr != nil && pf.err == nil && !linked {
+		if cerr := pf.f.Close(); cerr != nil && pf.err == nil && !pf.linked {
 			pf.err = fmt.Errorf("maildir %s: closing %s%s: %w", s.dir, pf.f.Name(), hint(cerr), cerr)
 		}
 		if pf.tmp != "" {
@@ -562,7 +551,7 @@ func (s *Sink) place(pf *pendingFile, newDir string) (linked bool) {
 	}()
 	if serr := s.sync(pf.f); serr != nil {
 		pf.err = fmt.Errorf("maildir %s: syncing %s%s: %w", s.dir, pf.f.Name(), hint(serr), serr)
-		return false
+		return
 	}
 	dst := filepath.Join(newDir, pf.name)
 	var lerr error
@@ -575,7 +564,6 @@ func (s *Sink) place(pf *pendingFile, newDir string) (linked bool) {
 	case lerr == nil:
 		pf.linked = true
 		s.logger.Debug("message stored in maildir", "key", pf.key, "account", pf.account, "uidl", pf.uidl, "file", dst)
-		return true
 	case errors.Is(lerr, os.ErrExist):
 		// Another process stored the same key under the same name in
 		// the same second.
@@ -584,7 +572,6 @@ func (s *Sink) place(pf *pendingFile, newDir string) (linked bool) {
 	default:
 		pf.err = fmt.Errorf("maildir %s: moving message into %s%s: %w", s.dir, newDir, hint(lerr), lerr)
 	}
-	return false
 }
 
 // linkNoClobber makes dst a name of src, failing with an error matching
