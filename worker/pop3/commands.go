@@ -162,7 +162,7 @@ func (c *Client) Listing(ctx context.Context, expect int) ([]MessageInfo, error)
 // LIST. A LIST that names a message list does not hold, names one twice
 // or leaves one out is a protocol error.
 func (c *Client) AddSizes(ctx context.Context, list []MessageInfo) error {
-	moved := map[int]int{} // as in scan: servers number 1, 2, 3...
+	moved := map[int]int{} // see findNum
 	for i, m := range list {
 		list[i].Size = -1
 		if m.Num != i+1 {
@@ -175,10 +175,7 @@ func (c *Client) AddSizes(ctx context.Context, list []MessageInfo) error {
 		if err != nil {
 			return err
 		}
-		j, ok := moved[num]
-		if !ok && num >= 1 && num <= len(list) && list[num-1].Num == num {
-			j, ok = num-1, true
-		}
+		j, ok := findNum(list, moved, num)
 		switch {
 		case !ok:
 			return fmt.Errorf("LIST names message %d that UIDL did not", num)
@@ -232,18 +229,7 @@ func (c *Client) scan(ctx context.Context, cmds ...string) ([]MessageInfo, error
 
 // scanInto is scan appending to out.
 func (c *Client) scanInto(ctx context.Context, out []MessageInfo, cmds ...string) ([]MessageInfo, error) {
-	// Servers number messages 1, 2, 3...: a message is found at index
-	// Num-1 without a map, which a listing of 100,000 would otherwise
-	// spend most of its time on. Only a message found elsewhere goes in
-	// the map.
-	moved := map[int]int{}
-	find := func(num int) (int, bool) {
-		if num >= 1 && num <= len(out) && out[num-1].Num == num {
-			return num - 1, true
-		}
-		j, ok := moved[num]
-		return j, ok
-	}
+	moved := map[int]int{} // see findNum
 	err := c.listing(ctx, cmds, func(i int, line string) error {
 		var m MessageInfo
 		var err error
@@ -255,7 +241,7 @@ func (c *Client) scanInto(ctx context.Context, out []MessageInfo, cmds ...string
 		if err != nil {
 			return err
 		}
-		j, seen := find(m.Num)
+		j, seen := findNum(out, moved, m.Num)
 		switch {
 		case i == 0 && seen:
 			return fmt.Errorf("message %d listed twice", m.Num)
@@ -279,6 +265,18 @@ func (c *Client) scanInto(ctx context.Context, out []MessageInfo, cmds ...string
 		return nil, err
 	}
 	return out, nil
+}
+
+// findNum returns the index of message num in list. Servers number
+// messages 1, 2, 3...: a message is found at index Num-1 without a map,
+// which a listing of 100,000 would otherwise spend most of its time on.
+// Only a message found elsewhere goes in moved.
+func findNum(list []MessageInfo, moved map[int]int, num int) (int, bool) {
+	if num >= 1 && num <= len(list) && list[num-1].Num == num {
+		return num - 1, true
+	}
+	j, ok := moved[num]
+	return j, ok
 }
 
 // listing sends the multi-line listing commands (pipelined if possible)
