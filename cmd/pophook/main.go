@@ -11,6 +11,10 @@ import (
 	"syscall"
 )
 
+// beforeExit runs before main exits; the pprof build (pprof.go) writes
+// its profiles there, since os.Exit runs no deferred calls.
+var beforeExit = func() {}
+
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	signals := make(chan os.Signal, 2)
@@ -23,10 +27,13 @@ func main() {
 		cancel()
 		<-signals
 		fmt.Fprintln(os.Stderr, "pophook: second signal, exiting now")
+		beforeExit()
 		os.Exit(130)
 	}()
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	os.Exit(exitCode(err))
+	code := exitCode(err)
+	beforeExit()
+	os.Exit(code)
 }
 
 // exitError carries an exit status; its message has already been printed

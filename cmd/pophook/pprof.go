@@ -6,22 +6,17 @@
 // PHBENCH_CPUPROFILE=FILE writes a CPU profile of the whole process,
 // PHBENCH_MEMPROFILE=FILE a heap profile (taken at exit after a GC: use
 // -sample_index=alloc_space for where memory was allocated). main ends
-// with os.Exit, which runs no deferred calls and no hooks a program can
-// add, so with either set, init runs the program itself, as main does,
-// and writes the profiles before it exits. That relies on no other init
-// function in this package; there is none.
+// with os.Exit, which runs no deferred calls, so the profiles are
+// written by beforeExit, which main calls before every exit.
 
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 )
 
 func init() {
@@ -64,20 +59,5 @@ func init() {
 		})
 	}
 
-	// What main does, with the profiles written before every exit.
-	ctx, cancel := context.WithCancel(context.Background())
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-signals
-		cancel()
-		<-signals
-		fmt.Fprintln(os.Stderr, "pophook: second signal, exiting now")
-		stop()
-		os.Exit(130)
-	}()
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	code := exitCode(err)
-	stop()
-	os.Exit(code)
+	beforeExit = stop
 }
