@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pophook/pophook/internal/atomicfile"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -216,12 +217,7 @@ func create(dir, path string, timeout time.Duration) error {
 	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("ledger: creating %s: %w%s", path, err, accessHint(err))
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ledger: creating %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("ledger: creating %s: syncing %s: %w", path, dir, err)
 	}
 	return nil
@@ -860,32 +856,18 @@ func (a *Account) prune(todo [][]byte, action func(k []byte, e *Entry) int) (int
 // that they changed: the version goes up and the idle mark goes. Every
 // write of an entry calls it.
 func touched(b *bolt.Bucket) error {
-	v := binary.BigEndian.AppendUint64(nil, version(b)+1)
+	v := binary.BigEndian.AppendUint64(nil, entriesVersion(b)+1)
 	if err := b.Put(keyVersion, v); err != nil {
 		return err
 	}
 	return b.Delete(keyIdle)
 }
 
-func version(b *bolt.Bucket) uint64 {
+func entriesVersion(b *bolt.Bucket) uint64 {
 	if raw := b.Get(keyVersion); len(raw) == 8 {
 		return binary.BigEndian.Uint64(raw)
 	}
 	return 0
-}
-
-// Version counts the changes to the account's entries: read before the
-// entries, it lets SetIdleMark tell whether they changed since.
-func (a *Account) Version() (uint64, error) {
-	var v uint64
-	err := a.l.view(func(tx *bolt.Tx) error {
-		b, err := a.bucket(tx, false)
-		if err == nil && b != nil {
-			v = version(b)
-		}
-		return err
-	})
-	return v, err
 }
 
 // IdleMark is what a poll recorded when its complete listing needed
@@ -899,14 +881,17 @@ type IdleMark struct {
 	Listed       int // messages in that listing
 }
 
-// Idle returns the account's idle mark; a zero mark when there is none.
-func (a *Account) Idle() (IdleMark, error) {
-	var m IdleMark
-	err := a.l.view(func(tx *bolt.Tx) error {
+// Idle returns the account's idle mark (a zero mark when there is none)
+// and the version of its entries, which counts their changes: read
+// before the entries, it lets SetIdleMark tell whether they changed
+// since.
+func (a *Account) Idle() (m IdleMark, version uint64, err error) {
+	err = a.l.view(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, false)
 		if err != nil || b == nil {
 			return err
 		}
+		version = entriesVersion(b)
 		raw := b.Get(keyIdle)
 		if len(raw) != 24+sha256.Size {
 			return nil // none, or not one this version wrote: no mark
@@ -917,11 +902,11 @@ func (a *Account) Idle() (IdleMark, error) {
 		m.Digest = append([]byte(nil), raw[24:]...)
 		return nil
 	})
-	return m, err
+	return m, version, err
 }
 
-// SetIdleMark stores m, unless the entries changed since version
-// (Version, read before the entries the decision rested on): it reports
+// SetIdleMark stores m, unless the entries changed since version (from
+// Idle, read before the entries the decision rested on): it reports
 // whether it stored it.
 func (a *Account) SetIdleMark(m IdleMark, since uint64) (bool, error) {
 	if len(m.Digest) != sha256.Size {
@@ -930,7 +915,7 @@ func (a *Account) SetIdleMark(m IdleMark, since uint64) (bool, error) {
 	stored := false
 	err := a.l.update(func(tx *bolt.Tx) error {
 		b, err := a.bucket(tx, true)
-		if err != nil || version(b) != since {
+		if err != nil || entriesVersion(b) != since {
 			return err
 		}
 		raw := binary.BigEndian.AppendUint64(nil, uint64(m.Since.UnixNano()))

@@ -408,13 +408,13 @@ func TestIdleMarkFollowsEntries(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	mark := IdleMark{Digest: bytes.Repeat([]byte{7}, 32), Since: t0, Until: t0.Add(time.Hour), Listed: 12345}
 	has := func() bool {
-		m, err := a.Idle()
+		m, _, err := a.Idle()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m.Digest != nil
 	}
-	v, err := a.Version()
+	_, v, err := a.Idle()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,11 +424,11 @@ func TestIdleMarkFollowsEntries(t *testing.T) {
 	if ok, err := a.SetIdleMark(mark, v); err != nil || ok || has() {
 		t.Fatalf("mark stored over a change made after its version was read: %v %v", ok, err)
 	}
-	v, _ = a.Version()
+	_, v, _ = a.Idle()
 	if ok, err := a.SetIdleMark(mark, v); err != nil || !ok {
 		t.Fatalf("SetIdleMark: %v %v", ok, err)
 	}
-	m, _ := a.Idle()
+	m, _, _ := a.Idle()
 	if !bytes.Equal(m.Digest, mark.Digest) || !m.Since.Equal(t0) || !m.Until.Equal(t0.Add(time.Hour)) || m.Listed != 12345 {
 		t.Fatalf("Idle() = %+v, want %+v", m, mark)
 	}
@@ -440,7 +440,7 @@ func TestIdleMarkFollowsEntries(t *testing.T) {
 		},
 		"Prune": func() error { _, err := a.Prune(map[string]bool{}, t0, time.Hour); return err },
 	} {
-		v, _ := a.Version()
+		_, v, _ := a.Idle()
 		if ok, err := a.SetIdleMark(mark, v); err != nil || !ok {
 			t.Fatalf("SetIdleMark before %s: %v %v", name, ok, err)
 		}

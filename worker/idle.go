@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -41,13 +42,7 @@ func (r *run) idleDigest(list []pop3.MessageInfo) []byte {
 	a := r.Account
 	h := sha256.New()
 	fmt.Fprintf(h, "pophook idle 1\nsinks %q\n", a.Sinks)
-	for _, s := range slices.Sorted(func(yield func(string) bool) {
-		for k := range r.SinkConfig {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, s := range slices.Sorted(maps.Keys(r.SinkConfig)) {
 		fmt.Fprintf(h, "sink %q %q\n", s, r.SinkConfig[s])
 	}
 	fmt.Fprintf(h, "max %d keep %t %d skip %t grace %d initialized %t\n", a.MaxMessageSize, a.Keep.Forever, a.Keep.After,
@@ -72,7 +67,7 @@ func idleHolds(m state.IdleMark, digest []byte, now time.Time) bool {
 // the same listing, or false when it found something (and leaves no
 // mark). entries are all of the account's (r.known).
 func (r *run) idleUntil(list []pop3.MessageInfo, plan Plan, entries map[string]*state.Entry, now time.Time) (time.Time, bool) {
-	if len(list) <= idleAbove || entries == nil || len(plan.Fetch) > 0 || len(plan.Delete) > 0 ||
+	if entries == nil || len(plan.Fetch) > 0 || len(plan.Delete) > 0 ||
 		len(plan.Record) > 0 || plan.Initialize || len(plan.Problems) > 0 || len(r.res.Problems) > 0 ||
 		r.res.Delivered > 0 || r.res.Deleted > 0 {
 		return time.Time{}, false
@@ -87,7 +82,7 @@ func (r *run) idleUntil(list []pop3.MessageInfo, plan Plan, entries map[string]*
 			until = earliest(until, e.MissingSince.Add(pruneGrace))
 			continue
 		}
-		if !e.DeletedAt.IsZero() || !e.Skipped && !e.Delivered(r.Account.Sinks) {
+		if !settled(e, r.Account.Sinks) {
 			return time.Time{}, false
 		}
 		if !e.Skipped && e.Suspect == "" && !r.Account.Keep.Forever {

@@ -315,11 +315,7 @@ func (r *run) session() error {
 
 	// An idle mark (see idle.go) is read, with the version of the entries
 	// it rests on, before anything else of the ledger.
-	version, err := r.ledger.Version()
-	if err != nil {
-		return fmt.Errorf("account %s: ledger: %w", a.Name, err)
-	}
-	mark, err := r.ledger.Idle()
+	mark, version, err := r.ledger.Idle()
 	if err != nil {
 		return fmt.Errorf("account %s: ledger: %w", a.Name, err)
 	}
@@ -561,6 +557,9 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 		Sinks: a.Sinks, SinkConfig: r.SinkConfig, SkipExisting: a.SkipExisting,
 		MaxMessageSize: a.MaxMessageSize, Keep: a.Keep, Now: r.now(), Floor: r.floor,
 	})
+	if p.Initialize {
+		r.meta.Initialized = r.now()
+	}
 	var err2 error
 	switch {
 	case p.Initialize && len(p.Record) == 0 && !a.SkipExisting:
@@ -568,10 +567,8 @@ func (r *run) plan(list []pop3.MessageInfo, early *entriesAhead) (Plan, error) {
 		// goes with the first batch of results (commit), one transaction
 		// fewer for a new account. A crash before then only makes the
 		// next listing a first one too.
-		r.meta.Initialized = r.now()
 		r.metaUnsaved = true
 	case p.Initialize:
-		r.meta.Initialized = r.now()
 		err2 = r.ledger.PutMeta(r.meta, p.Record...)
 		if err2 == nil && a.SkipExisting {
 			r.log.Info("SKIP_EXISTING: recorded the messages already on the server without sending them", "messages", len(p.Record))
@@ -601,12 +598,18 @@ func sizesNeeded(list []pop3.MessageInfo, ids []string, entries map[string]*stat
 		return true
 	}
 	for i := range list {
-		e := entries[ids[i]]
-		if e == nil || !e.DeletedAt.IsZero() || !e.Skipped && !e.Delivered(sinks) {
+		if !settled(entries[ids[i]], sinks) {
 			return true
 		}
 	}
 	return false
+}
+
+// settled reports whether the ledger's entry says a listed message needs
+// nothing more: delivered to every sink (or skipped by SKIP_EXISTING),
+// and not a deleted message whose id the server now lists again.
+func settled(e *state.Entry, sinks []string) bool {
+	return e != nil && e.DeletedAt.IsZero() && (e.Skipped || e.Delivered(sinks))
 }
 
 // readAheadAbove is the listing size above which the plan uses the
