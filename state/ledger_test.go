@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -465,6 +466,12 @@ func TestKilledWhileCreating(t *testing.T) {
 				os.Exit(3)
 			}
 			l.Close()
+			if i == 0 {
+				// Tell the parent the loop is running: a fixed sleep
+				// from exec could end before a loaded machine has even
+				// started the child.
+				fmt.Println("created")
+			}
 		}
 	}
 	root := t.TempDir()
@@ -472,16 +479,26 @@ func TestKilledWhileCreating(t *testing.T) {
 		dir := filepath.Join(root, strconv.Itoa(round))
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWhileCreating$")
 		cmd.Env = append(os.Environ(), "PHTEST_CREATE_LOOP="+dir)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+round*7) * time.Millisecond)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && sc.Text() != "created" {
+		}
+		if sc.Text() != "created" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: the child did not start its loop: %v", round, sc.Err())
+		}
+		// Kill it at a different moment of some later creation each round.
+		time.Sleep(time.Duration(round*3) * time.Millisecond)
 		cmd.Process.Kill()
 		cmd.Wait()
 		subs, _ := os.ReadDir(dir)
-		if len(subs) == 0 {
-			t.Fatalf("round %d: the child created nothing before it was killed", round)
-		}
 		for _, sub := range subs {
 			l, err := Open(filepath.Join(dir, sub.Name()), time.Second)
 			if err != nil {
