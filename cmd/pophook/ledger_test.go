@@ -234,11 +234,24 @@ func TestDaemonHTTP(t *testing.T) {
 			}
 			defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
 			waitFor(t, func() bool { return strings.Contains(dlog.String(), `msg="fetch `) })
-			code, body := httpGet(t, "http://"+addr+"/readyz")
+			// The run's end is logged before the metrics and readiness
+			// observe it: poll until they show it, then say what is
+			// missing.
+			var code int
+			var body, metrics string
+			eventually(func() bool {
+				code, body = httpGet(t, "http://"+addr+"/readyz")
+				_, metrics = httpGet(t, "http://"+addr+"/metrics")
+				for _, want := range tc.says {
+					if !strings.Contains(metrics, want) {
+						return false
+					}
+				}
+				return code == tc.ready
+			})
 			if code != tc.ready {
 				t.Errorf("/readyz: HTTP %d %q, want %d", code, body, tc.ready)
 			}
-			_, metrics := httpGet(t, "http://"+addr+"/metrics")
 			for _, want := range tc.says {
 				if !strings.Contains(metrics, want) {
 					t.Errorf("/metrics lacks %s", want)

@@ -147,15 +147,28 @@ func TestSecondProcessGetsLedgerInUse(t *testing.T) {
 	}
 }
 
+// waitFor polls cond until it holds and fails the test if it does not
+// within eventually's limit.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for range 200 {
-		if cond() {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
+	if !eventually(cond) {
+		t.Fatalf("condition not met in %v", eventuallyLimit)
 	}
-	t.Fatal("condition not met in 5s")
+}
+
+// eventuallyLimit is generous: a daemon's first run starts after a random
+// delay of up to 5 s (the schedule's jitter), and a loaded machine adds
+// its own.
+const eventuallyLimit = 30 * time.Second
+
+// eventually polls cond until it holds or eventuallyLimit passes.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(eventuallyLimit); !cond(); time.Sleep(25 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // A configuration that cannot work creates nothing on disk: no data dir,
